@@ -422,6 +422,327 @@ CASYNQ_API int casynq_client_enqueue(struct casynq_client *client,
 CASYNQ_API const char *
 casynq_client_last_error(const struct casynq_client *client);
 
+/* ------------------------------------------------------------------------
+ * Handler context (handler side)
+ *
+ * Each running task has a context that its handler (and middleware)
+ * receive. It is valid until the handler returns and belongs to the worker
+ * thread that runs the handler. Functions marked "Thread: handler" may be
+ * called only from that thread while the handler runs, except
+ * casynq_ctx_is_cancelled(), which any thread may call while the handler
+ * runs.
+ */
+struct casynq_ctx;
+
+/* Returns the task ID. Ownership: borrowed from the context.
+ * Thread: handler. */
+CASYNQ_API const char *casynq_ctx_task_id(const struct casynq_ctx *ctx);
+
+/* Returns the queue the task came from. Ownership: borrowed.
+ * Thread: handler. */
+CASYNQ_API const char *casynq_ctx_queue(const struct casynq_ctx *ctx);
+
+/* Returns how many times the task has been retried so far (asynq's
+ * "retry count"). Thread: handler. */
+CASYNQ_API int casynq_ctx_retry_count(const struct casynq_ctx *ctx);
+
+/* Returns the task's maximum number of retries. Thread: handler. */
+CASYNQ_API int casynq_ctx_max_retry(const struct casynq_ctx *ctx);
+
+/* Returns the time at which the context is cancelled for running too long,
+ * in unix milliseconds: the earlier of start + timeout and the task's
+ * deadline, or start + 30 min when the task has neither. Thread: handler. */
+CASYNQ_API int64_t casynq_ctx_deadline_unix_ms(const struct casynq_ctx *ctx);
+
+/* Returns true once the context is cancelled: the deadline passed, the
+ * task was cancelled through asynq's cancel channel, its lease was lost or
+ * the server is shutting down. Long handlers should check it and return.
+ * Thread: any, while the handler runs. */
+CASYNQ_API bool casynq_ctx_is_cancelled(const struct casynq_ctx *ctx);
+
+/* Sleeps up to timeout_ms milliseconds, waking early when the context is
+ * cancelled.
+ * Returns: 0 after the full sleep, CASYNQ_ECANCELED when cancelled.
+ * Thread: handler. */
+CASYNQ_API int casynq_ctx_wait(struct casynq_ctx *ctx, int64_t timeout_ms);
+
+/* Stores data as the task's result (the `result` field that asynq's
+ * Inspector shows). The data is copied and written by the server's loop
+ * thread before the task's outcome.
+ * Returns: len, or CASYNQ_ECANCELED when the context is already cancelled
+ *          (as asynq refuses a write after its context is done),
+ *          CASYNQ_ENOMEM.
+ * Ownership: data is copied. Thread: handler. */
+CASYNQ_API int64_t casynq_ctx_write_result(struct casynq_ctx *ctx,
+                                           const void *data, size_t len);
+
+/* Records a failure message for the task and returns CASYNQ_EHANDLER, so a
+ * handler can write `return casynq_ctx_fail(ctx, "bad input %d", x);`.
+ * The message becomes the task's error_msg (truncated to 1 KiB; invalid
+ * UTF-8 is replaced). Thread: handler. */
+CASYNQ_API int casynq_ctx_fail(struct casynq_ctx *ctx, const char *fmt, ...)
+        CASYNQ_PRINTF(2, 3);
+
+/* As casynq_ctx_fail(), but returns CASYNQ_ESKIP_RETRY: the task is
+ * archived at once instead of retried. Thread: handler. */
+CASYNQ_API int casynq_ctx_skip_retry(struct casynq_ctx *ctx, const char *fmt,
+                                     ...) CASYNQ_PRINTF(2, 3);
+
+/* Logs a message through the server's log sink with the task ID, type and
+ * queue attached. Thread: handler. */
+CASYNQ_API void casynq_task_log(const struct casynq_ctx *ctx,
+                                enum casynq_log_level level, const char *fmt,
+                                ...) CASYNQ_PRINTF(3, 4);
+
+/* ------------------------------------------------------------------------
+ * Handlers, middleware and the handler registry (mux)
+ *
+ * A handler returns 0 on success, CASYNQ_ESKIP_RETRY to archive the task
+ * at once, CASYNQ_EREVOKE to delete it without retry or archive, or any
+ * other negative code for an ordinary failure that is retried while
+ * retries remain. The failure text is the message set with
+ * casynq_ctx_fail(), or else casynq_strerror() of the code.
+ *
+ * The mux matches task types as asynq's ServeMux does: the longest
+ * registered pattern that is a prefix of the type wins. It is filled
+ * during setup and read-only once a server uses it.
+ */
+typedef int (*casynq_handler_fn)(struct casynq_ctx *ctx,
+                                 const struct casynq_task *task, void *ud);
+
+/* The rest of a middleware chain, passed to each middleware. */
+struct casynq_next;
+
+/* Middleware wraps the handler: it may act before and after calling
+ * casynq_next_call(next, ...), or return without calling it. */
+typedef int (*casynq_middleware_fn)(struct casynq_ctx *ctx,
+                                    const struct casynq_task *task,
+                                    const struct casynq_next *next, void *ud);
+
+/* Runs the rest of the chain (the next middleware, then the handler).
+ * Returns: what the rest of the chain returns. Thread: handler. */
+CASYNQ_API int casynq_next_call(const struct casynq_next *next,
+                                struct casynq_ctx *ctx,
+                                const struct casynq_task *task);
+
+struct casynq_mux;
+
+/* Creates an empty registry. Returns: 0 or CASYNQ_ENOMEM.
+ * Ownership: free with casynq_mux_destroy() after every server using it
+ * is destroyed. Thread: setup. */
+CASYNQ_API int casynq_mux_create(struct casynq_mux **out);
+
+/* Frees the registry. Thread: setup. */
+CASYNQ_API void casynq_mux_destroy(struct casynq_mux *mux);
+
+/* Registers fn for task types that start with `pattern`.
+ * Returns: 0, CASYNQ_EINVAL (blank pattern or NULL fn), CASYNQ_EEXIST
+ *          (pattern already registered), CASYNQ_ENOMEM.
+ * Ownership: pattern is copied; ud is borrowed and must outlive the mux.
+ * Thread: setup. */
+CASYNQ_API int casynq_mux_handle(struct casynq_mux *mux, const char *pattern,
+                                 casynq_handler_fn fn, void *ud);
+
+/* Adds middleware around every handler of the mux, including the
+ * not-found outcome. The first added is the outermost.
+ * Returns: 0, CASYNQ_EINVAL, CASYNQ_ENOMEM.
+ * Ownership: ud is borrowed and must outlive the mux. Thread: setup. */
+CASYNQ_API int casynq_mux_use(struct casynq_mux *mux, casynq_middleware_fn fn,
+                              void *ud);
+
+/* Runs the middleware chain and the handler that matches the task type.
+ * When no pattern matches, the chain ends in a not-found outcome that
+ * records the message `handler not found for task "<type>"` (asynq's
+ * text) and returns CASYNQ_ENOHANDLER.
+ * Returns: the chain's result. Thread: handler. */
+CASYNQ_API int casynq_mux_dispatch(const struct casynq_mux *mux,
+                                   struct casynq_ctx *ctx,
+                                   const struct casynq_task *task);
+
+/* Registers the bundled demo handlers (demo:noop, demo:echo, demo:sleep,
+ * demo:fail, demo:spin) described in README.md.
+ * Returns: as casynq_mux_handle(). Thread: setup. */
+CASYNQ_API int casynq_demo_handlers_register(struct casynq_mux *mux);
+
+/* ------------------------------------------------------------------------
+ * Server configuration
+ *
+ * A value object with asynq's settings and defaults: concurrency = number
+ * of CPUs, queues {"default": 1}, weighted priority, asynq's retry delay
+ * formula, every error counts as a failure, 8000 ms shutdown timeout,
+ * 1000 ms task check interval, 5000 ms delayed task check interval,
+ * 8000 ms janitor interval, janitor batch size 100, log level info to
+ * stderr. Setters reject bad values with CASYNQ_EINVAL and a message in
+ * casynq_config_last_error() naming the field. One thread at a time.
+ */
+struct casynq_config;
+
+/* Returns the delay before the next attempt, in milliseconds, for a task
+ * that failed with err / errmsg after `retried` earlier retries. */
+typedef int64_t (*casynq_retry_delay_fn)(int retried, int err,
+                                         const char *errmsg,
+                                         const struct casynq_task *task,
+                                         void *ud);
+
+/* Returns whether an error counts as a failure. A non-failure retries the
+ * task without using up a retry and without counting it as failed. */
+typedef bool (*casynq_is_failure_fn)(int err, const char *errmsg, void *ud);
+
+/* Called for every failed attempt, before the retry or archive is
+ * written. task_id and queue are borrowed for the call. */
+typedef void (*casynq_error_handler_fn)(const struct casynq_task *task,
+                                        const char *task_id,
+                                        const char *queue, int err,
+                                        const char *errmsg, void *ud);
+
+/* Called after each health check with 0 (Redis answered PING) or the
+ * error and its message. */
+typedef void (*casynq_health_check_fn)(int err, const char *errmsg, void *ud);
+
+/* Creates a configuration holding the defaults. Returns: 0, CASYNQ_ENOMEM.
+ * Ownership: free with casynq_config_destroy(). Thread: any. */
+CASYNQ_API int casynq_config_create(struct casynq_config **out);
+
+/* Frees the configuration. Thread: one thread at a time. */
+CASYNQ_API void casynq_config_destroy(struct casynq_config *cfg);
+
+/* Returns the message of the last rejected setter or server creation, or
+ * "". Ownership: valid until the next call on cfg.
+ * Thread: one thread at a time. */
+CASYNQ_API const char *casynq_config_last_error(const struct casynq_config *cfg);
+
+/* Sets where Redis is. Ownership: redis is copied.
+ * Returns: 0, CASYNQ_EINVAL, CASYNQ_ENOMEM. Thread: one thread at a time. */
+CASYNQ_API int casynq_config_set_redis(struct casynq_config *cfg,
+                                       const struct casynq_redis_options *redis);
+
+/* Sets the number of worker threads (>= 1). Thread: one thread at a time. */
+CASYNQ_API int casynq_config_set_concurrency(struct casynq_config *cfg,
+                                             int concurrency);
+
+/* Adds queue `name` with `weight` (>= 1), or changes its weight. The first
+ * call replaces the default queue set. Names are 1 to 255 bytes and not
+ * blank. Returns: 0, CASYNQ_EINVAL, CASYNQ_ENOMEM.
+ * Thread: one thread at a time. */
+CASYNQ_API int casynq_config_set_queue(struct casynq_config *cfg,
+                                       const char *name, int weight);
+
+/* Removes every queue, including the default one; a server needs at least
+ * one queue to be created. Thread: one thread at a time. */
+CASYNQ_API int casynq_config_clear_queues(struct casynq_config *cfg);
+
+/* Strict priority: always serve the highest-weight non-empty queue first
+ * (ties broken by name). Thread: one thread at a time. */
+CASYNQ_API int casynq_config_set_strict_priority(struct casynq_config *cfg,
+                                                 bool strict);
+
+/* Replaces the retry delay function; NULL restores asynq's formula,
+ * retried^4 + 15 + rand(0..29) * (retried + 1) seconds.
+ * Ownership: ud is borrowed and must outlive the server. Thread: setup. */
+CASYNQ_API int casynq_config_set_retry_delay(struct casynq_config *cfg,
+                                             casynq_retry_delay_fn fn,
+                                             void *ud);
+
+/* Replaces the is-failure predicate; NULL restores "every error is a
+ * failure". Thread: setup. The predicate runs on the loop thread. */
+CASYNQ_API int casynq_config_set_is_failure(struct casynq_config *cfg,
+                                            casynq_is_failure_fn fn, void *ud);
+
+/* Sets the error handler (NULL for none). It runs on the loop thread and
+ * must not block. Thread: setup. */
+CASYNQ_API int casynq_config_set_error_handler(struct casynq_config *cfg,
+                                               casynq_error_handler_fn fn,
+                                               void *ud);
+
+/* Sets how long shutdown waits for running handlers before it puts their
+ * tasks back to pending, in milliseconds (>= 0). Thread: setup. */
+CASYNQ_API int casynq_config_set_shutdown_timeout_ms(struct casynq_config *cfg,
+                                                     int64_t ms);
+
+/* Sets the base wait after finding every queue empty, in milliseconds
+ * (>= 1); the actual wait is drawn from [ms/2, 3ms/2). Thread: setup. */
+CASYNQ_API int
+casynq_config_set_task_check_interval_ms(struct casynq_config *cfg,
+                                         int64_t ms);
+
+/* Sets how often scheduled and retry tasks that are due move to pending,
+ * in milliseconds (>= 1). Thread: setup. */
+CASYNQ_API int
+casynq_config_set_delayed_task_check_interval_ms(struct casynq_config *cfg,
+                                                 int64_t ms);
+
+/* Sets how often expired completed tasks are deleted, in milliseconds
+ * (>= 1), and how many per script call (>= 1). Thread: setup. */
+CASYNQ_API int casynq_config_set_janitor(struct casynq_config *cfg,
+                                         int64_t interval_ms, int batch_size);
+
+/* Sets a health check that PINGs Redis every interval_ms (>= 1) and
+ * reports to fn on the loop thread; fn NULL disables it. Thread: setup. */
+CASYNQ_API int casynq_config_set_health_check(struct casynq_config *cfg,
+                                              casynq_health_check_fn fn,
+                                              void *ud, int64_t interval_ms);
+
+/* Sets the log sink (NULL for stderr) and the lowest level logged.
+ * Ownership: ud is borrowed and must outlive the server. Thread: setup. */
+CASYNQ_API int casynq_config_set_log(struct casynq_config *cfg,
+                                     casynq_log_fn fn, void *ud,
+                                     enum casynq_log_level min_level);
+
+/* ------------------------------------------------------------------------
+ * Server
+ *
+ * A server owns one event-loop thread, which holds every Redis connection
+ * and timer, and `concurrency` worker threads that run handlers. Lifecycle:
+ * create, start (or run), stop (optional), shutdown, destroy.
+ */
+struct casynq_server;
+
+/* Creates a server from cfg and mux, copying the configuration.
+ * Returns: 0, CASYNQ_EINVAL (invalid configuration: the message is in
+ *          casynq_config_last_error(cfg)), CASYNQ_ENOMEM, CASYNQ_ESYS.
+ * Ownership: cfg is copied; mux is borrowed and must outlive the server.
+ *            Free *out with casynq_server_destroy().
+ * Thread: setup. */
+CASYNQ_API int casynq_server_create(struct casynq_config *cfg,
+                                    const struct casynq_mux *mux,
+                                    struct casynq_server **out);
+
+/* Checks that Redis answers, then starts the loop and worker threads and
+ * begins processing. Returns at once.
+ * Returns: 0, CASYNQ_ESTATE (already started), CASYNQ_ECONNECT,
+ *          CASYNQ_EAUTH, CASYNQ_ETIMEDOUT (message in
+ *          casynq_server_last_error()), CASYNQ_ESYS.
+ * Thread: setup. */
+CASYNQ_API int casynq_server_start(struct casynq_server *srv);
+
+/* Stops taking new tasks; running tasks finish and are recorded, and the
+ * heartbeat reports the status "stopped". Only posts a request.
+ * Returns: 0 or CASYNQ_ESTATE when the server is not running.
+ * Thread: any, including handlers. */
+CASYNQ_API int casynq_server_stop(struct casynq_server *srv);
+
+/* Stops fetching, waits up to the shutdown timeout for running handlers,
+ * puts the tasks of handlers still running back to pending, removes the
+ * server's heartbeat and joins every thread. Blocks until done.
+ * Returns: 0 or CASYNQ_ESTATE when the server was never started.
+ * Thread: setup (never a handler or a callback). */
+CASYNQ_API int casynq_server_shutdown(struct casynq_server *srv);
+
+/* Starts the server and blocks until SIGTERM or SIGINT, which shut it down;
+ * SIGTSTP stops it from taking new tasks. Blocks those signals in every
+ * thread the server creates.
+ * Returns: as casynq_server_start(), or 0 after a clean shutdown.
+ * Thread: setup (usually the main thread). */
+CASYNQ_API int casynq_server_run(struct casynq_server *srv);
+
+/* Shuts the server down if it is running and frees it.
+ * Thread: setup. */
+CASYNQ_API void casynq_server_destroy(struct casynq_server *srv);
+
+/* Returns the message of the last failed call on srv, or "".
+ * Thread: setup. */
+CASYNQ_API const char *casynq_server_last_error(const struct casynq_server *srv);
+
 #ifdef __cplusplus
 }
 #endif
