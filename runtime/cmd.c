@@ -139,6 +139,9 @@ int casynq__cmd_finish(struct casynq__cmd *c)
     if (c->err != 0) {
         return c->err;
     }
+    if (c->argv != NULL) {
+        return 0;
+    }
     c->argv = casynq__calloc((size_t)c->argc, sizeof(*c->argv));
     c->argvlen = casynq__calloc((size_t)c->argc, sizeof(*c->argvlen));
     if (c->argv == NULL || c->argvlen == NULL) {

@@ -41,7 +41,8 @@ void casynq__cmd_arg_str(struct casynq__cmd *c, const char *s);
 void casynq__cmd_arg_int(struct casynq__cmd *c, int64_t v);
 
 /* Builds argv and argvlen from what was added. For a script the command is
- * EVALSHA <sha1> <numkeys> keys... args....
+ * EVALSHA <sha1> <numkeys> keys... args.... A second call does nothing,
+ * so a finished command can be sent again.
  * Returns: 0, or the first error met while building (CASYNQ_ENOMEM). */
 int casynq__cmd_finish(struct casynq__cmd *c);
 
