@@ -10,7 +10,7 @@
  *
  * Middleware wraps every dispatch, the not-found outcome included, in the
  * order added: the first added is the outermost. asynq builds the chain by
- * wrapping closures; here a chain step is a small struct on the stack that
+ * wrapping closures. Here a chain step is a small struct on the stack that
  * names the mux, the index of the next middleware and the matched entry,
  * so dispatch allocates nothing.
  *
@@ -129,7 +129,8 @@ int casynq_mux_handle(struct casynq_mux *mux, const char *pattern,
     void *entries;
 
     /* asynq's ServeMux.Handle rejects a pattern that is empty after
-     * strings.TrimSpace, and a nil handler. */
+     * strings.TrimSpace, and a nil handler. Only ASCII white space counts
+     * here, the same rule casynq applies to task types. */
     if (mux == NULL || fn == NULL || casynq__is_blank(pattern)) {
         return CASYNQ_EINVAL;
     }

@@ -217,7 +217,8 @@ struct casynq_task;
 /* Creates a task. A NULL payload means "no payload"; a non-NULL payload of
  * length 0 means "empty payload". asynq stores both the same way, but they
  * give different uniqueness keys.
- * Returns: 0, CASYNQ_EINVAL (type NULL or blank), CASYNQ_ENOMEM.
+ * Returns: 0, CASYNQ_EINVAL (type NULL, blank or not valid UTF-8),
+ *          CASYNQ_ENOMEM.
  * Ownership: type and payload are copied; free *out with
  *            casynq_task_destroy().
  * Thread: any. */

@@ -259,7 +259,8 @@ static char *percent_decode(const char *s, size_t len, bool *bad)
         }
         int hi = hex_value(s[i + 1]);
         int lo = hex_value(s[i + 2]);
-        if (hi < 0 || lo < 0) {
+        /* A NUL would cut the credential short without a word. */
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             goto out_bad;
         }
         out[n++] = (char)(hi * 16 + lo);

@@ -423,6 +423,11 @@ static void on_cmd_connect(struct casynq__aconn *conn, void *ud)
      * recoverer elsewhere does not take tasks we still own. */
     casynq__proc_flush_unsent(srv);
     casynq__proc_extend_leases(srv);
+    /* asynq writes the server state at start; the timer's first beat may
+     * have come before the connection was up. */
+    if (!srv->cleared) {
+        write_heartbeat(srv);
+    }
     casynq__proc_try_fetch(srv);
 }
 

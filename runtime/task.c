@@ -24,7 +24,9 @@ int casynq_task_create(const char *type, const void *payload,
         return CASYNQ_EINVAL;
     }
     *out = NULL;
-    if (casynq__is_blank(type) || (payload == NULL && payload_len != 0)) {
+    /* asynq's Go decoder rejects a message whose type is not UTF-8. */
+    if (casynq__is_blank(type) || !casynq__utf8_valid(type, strlen(type)) ||
+        (payload == NULL && payload_len != 0)) {
         return CASYNQ_EINVAL;
     }
     t = casynq__calloc(1, sizeof(*t));

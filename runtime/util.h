@@ -39,8 +39,8 @@ bool casynq__utf8_valid(const char *s, size_t len);
  * Ownership: free with casynq__free(). */
 char *casynq__utf8_sanitize(const char *s, size_t len);
 
-/* Returns true when s has at least one byte that is not ASCII white space,
- * the rule asynq applies to names that "cannot be empty". */
+/* Returns true when s is NULL or holds only ASCII white space: asynq
+ * rejects such names as empty. */
 bool casynq__is_blank(const char *s);
 
 /* Formats a message into an object's error buffer of CASYNQ__ERRBUF_SIZE
