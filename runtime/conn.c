@@ -9,6 +9,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/time.h>
@@ -123,12 +124,28 @@ static int setup_command(struct casynq__conn *conn, int argc,
     return rc;
 }
 
+/* Returns true when an idle connection was closed by the server. Redis
+ * sends nothing unasked to a client that is not subscribed, so a readable
+ * or hung-up socket between commands means the server closed it (a
+ * restart, a timeout or CLIENT KILL). Checking before the send, rather
+ * than resending after a failure, never runs a command twice. */
+static bool idle_conn_closed(const redisContext *ctx)
+{
+    struct pollfd pfd = {.fd = ctx->fd, .events = POLLIN};
+
+    return poll(&pfd, 1, 0) > 0 &&
+           (pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+
 int casynq__conn_connect(struct casynq__conn *conn)
 {
     struct timeval tv = ms_to_tv(conn->opts.connect_timeout_ms);
     char db[16];
     int rc;
 
+    if (conn->ctx != NULL && idle_conn_closed(conn->ctx)) {
+        conn_close(conn);
+    }
     if (conn->ctx != NULL) {
         return 0;
     }

@@ -25,7 +25,8 @@ int casynq__conn_init(struct casynq__conn *conn,
 /* Closes the connection and frees what init copied. */
 void casynq__conn_finish(struct casynq__conn *conn);
 
-/* Connects when not connected.
+/* Connects when not connected, or when the server closed the idle
+ * connection since the last command.
  * Returns: 0, CASYNQ_ECONNECT, CASYNQ_ETIMEDOUT, CASYNQ_EAUTH, CASYNQ_EREDIS
  *          (SELECT rejected), CASYNQ_ENOMEM; the message is in conn->err. */
 int casynq__conn_connect(struct casynq__conn *conn);
