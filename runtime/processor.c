@@ -32,6 +32,7 @@
 #define FETCH_ERROR_RETRY_S 1.0
 #define ERROR_LOG_PERIOD_MS 3000
 #define LEASE_MS (CASYNQ__LEASE_S * 1000)
+#define LEASE_CHUNK 256
 
 uint64_t casynq__proc_random(struct casynq_server *srv)
 {
@@ -717,27 +718,28 @@ void casynq__proc_extend_leases(struct casynq_server *srv)
         }
         job = next;
     }
+    /* One ZADD XX per queue, in chunks so a command stays small. */
     for (int q = 0; q < srv->cfg.nqueues; q++) {
-        const char *ids[256];
-        int n = 0;
+        job = srv->active;
+        while (job != NULL) {
+            const char *ids[LEASE_CHUNK];
+            struct casynq__cmd cmd;
+            int n = 0;
 
-        for (job = srv->active; job != NULL; job = job->next) {
-            if (job->queue_index != q) {
-                continue;
+            for (; job != NULL && n < LEASE_CHUNK; job = job->next) {
+                if (job->queue_index == q) {
+                    ids[n++] = job->msg->id;
+                }
             }
-            ids[n++] = job->msg->id;
-            if (n == 256 || job->next == NULL) {
+            if (n == 0) {
                 break;
             }
-        }
-        if (n == 0) {
-            continue;
-        }
-        struct casynq__cmd cmd;
-        casynq__broker_extend_lease(&cmd, srv->fetch_queues_all[q], ids, n,
-                                    expiry_s);
-        if (casynq__aconn_send(&srv->rconn, &cmd, on_lease_reply, srv) != 0) {
-            casynq__cmd_free(&cmd);
+            casynq__broker_extend_lease(&cmd, srv->fetch_queues_all[q], ids,
+                                        n, expiry_s);
+            if (casynq__aconn_send(&srv->rconn, &cmd, on_lease_reply, srv) !=
+                0) {
+                casynq__cmd_free(&cmd);
+            }
         }
     }
 }

@@ -521,6 +521,10 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
         srv->status == CASYNQ__STATUS_ACTIVE) {
         srv->status = CASYNQ__STATUS_STOPPED;
         ev_timer_stop(srv->loop, &srv->fetch_timer);
+        /* Show the new status now rather than at the next beat. */
+        if (casynq__aconn_ready(&srv->rconn) && !srv->cleared) {
+            write_heartbeat(srv);
+        }
         CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
                    "stopped: no new tasks will be taken; %d running",
                    srv->nactive);
