@@ -17,16 +17,17 @@
  * not flood the log. */
 #include "aconn.h"
 
-#include <hiredis/adapters/libev.h>
 #include <string.h>
+
+#include <hiredis/adapters/libev.h>
 
 #include "alloc.h"
 #include "scripts_gen.h"
 
-#define BACKOFF_MIN_MS      100
-#define BACKOFF_MAX_MS      5000
-#define WATCHDOG_PERIOD_S   0.5
-#define DOWN_LOG_PERIOD_MS  30000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+#define WATCHDOG_PERIOD_S  0.5
+#define DOWN_LOG_PERIOD_MS 30000
 
 struct areq {
     struct casynq__aconn *conn;
@@ -224,8 +225,8 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
                             : conn->opts->connect_timeout_ms;
     if ((conn->pending > 0 || !conn->connected) &&
         now - conn->last_progress_ms > limit) {
-        note_down(conn, conn->connected ? "command timed out"
-                                        : "connect timed out");
+        note_down(conn,
+                  conn->connected ? "command timed out" : "connect timed out");
         if (conn->connected) {
             redisAsyncDisconnect(conn->ac);
         } else {
@@ -331,8 +332,7 @@ static int write_request(struct areq *req)
         conn->loaded |= UINT64_C(1) << script;
     }
     if (redisAsyncCommandArgv(conn->ac, on_request_reply, req, req->cmd.argc,
-                              req->cmd.argv,
-                              req->cmd.argvlen) != REDIS_OK) {
+                              req->cmd.argv, req->cmd.argvlen) != REDIS_OK) {
         return CASYNQ_ECONNECT;
     }
     if (conn->pending == 0) {

@@ -1,10 +1,11 @@
 #ifndef CASYNQ_RUNTIME_ACONN_H
 #define CASYNQ_RUNTIME_ACONN_H
 
-#include <ev.h>
-#include <hiredis/async.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <ev.h>
+#include <hiredis/async.h>
 
 #include "cmd.h"
 #include "log.h"
@@ -29,18 +30,18 @@ typedef void (*casynq__aconn_event_fn)(struct casynq__aconn *conn, void *ud);
  * the connection when a command gets no reply within the command timeout
  * (hiredis 0.14 has no asynchronous timeouts of its own). */
 struct casynq__aconn {
-    struct ev_loop *loop;                  /* loop thread only, all fields */
+    struct ev_loop *loop;                    /* loop thread only, all fields */
     const struct casynq_redis_options *opts; /* borrowed from the server */
     const struct casynq__logger *lg;
-    const char *name;                      /* for logs: "commands" */
-    redisAsyncContext *ac;                 /* NULL while disconnected */
-    bool connected;                        /* connect callback said OK */
-    bool closing;                          /* no reconnect after close */
-    uint64_t loaded;                       /* scripts loaded on ac */
-    int pending;                           /* commands awaiting replies */
-    int64_t last_progress_ms;              /* last reply or send, mono */
+    const char *name;         /* for logs: "commands" */
+    redisAsyncContext *ac;    /* NULL while disconnected */
+    bool connected;           /* connect callback said OK */
+    bool closing;             /* no reconnect after close */
+    uint64_t loaded;          /* scripts loaded on ac */
+    int pending;              /* commands awaiting replies */
+    int64_t last_progress_ms; /* last reply or send, mono */
     int64_t backoff_ms;
-    int64_t down_since_ms;                 /* mono time of the drop, or 0 */
+    int64_t down_since_ms; /* mono time of the drop, or 0 */
     int64_t last_down_log_ms;
     int failures_since_log;
     ev_timer reconnect_timer;
@@ -61,10 +62,10 @@ void casynq__aconn_close(struct casynq__aconn *conn);
 /* Returns true when commands can be sent now. */
 bool casynq__aconn_ready(const struct casynq__aconn *conn);
 
-/* Sends cmd and calls cb (unless NULL) once with its reply or NULL. On success the
- * connection takes the command and leaves *cmd empty.
- * Returns: 0, or CASYNQ_ECONNECT / CASYNQ_ENOMEM without calling cb; the
- *          command then stays with the caller. Thread: loop. */
+/* Sends cmd and calls cb (unless NULL) once with its reply or NULL. On success
+ * the connection takes the command and leaves *cmd empty. Returns: 0, or
+ * CASYNQ_ECONNECT / CASYNQ_ENOMEM without calling cb; the command then stays
+ * with the caller. Thread: loop. */
 int casynq__aconn_send(struct casynq__aconn *conn, struct casynq__cmd *cmd,
                        casynq__areply_fn cb, void *ud);
 

@@ -8,17 +8,17 @@
  * plain reads from any thread afterwards are safe. */
 #include "alloc.h"
 
-#include <hiredis/alloc.h>
-#include <hiredis/hiredis.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <hiredis/alloc.h>
+#include <hiredis/hiredis.h>
 
 #include <casynq.h>
 
-static void *(*alloc_malloc)(size_t) = malloc;   /* immutable after setup */
+static void *(*alloc_malloc)(size_t) = malloc; /* immutable after setup */
 static void *(*alloc_calloc)(size_t, size_t) = calloc;
 static void *(*alloc_realloc)(void *, size_t) = realloc;
 static void (*alloc_free)(void *) = free;
@@ -46,11 +46,11 @@ void casynq_set_allocator(void *(*malloc_fn)(size_t),
 
 #if HIREDIS_MAJOR >= 1
     hiredisAllocFuncs funcs = {
-        .mallocFn = casynq__malloc,
-        .callocFn = casynq__calloc,
-        .reallocFn = casynq__realloc,
-        .strdupFn = hiredis_strdup,
-        .freeFn = casynq__free,
+            .mallocFn = casynq__malloc,
+            .callocFn = casynq__calloc,
+            .reallocFn = casynq__realloc,
+            .strdupFn = hiredis_strdup,
+            .freeFn = casynq__free,
     };
     hiredisSetAllocators(&funcs);
 #else

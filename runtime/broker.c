@@ -133,9 +133,8 @@ int casynq__broker_parse_enqueue(const redisReply *r, char *errbuf)
     }
 }
 
-void casynq__broker_dequeue(struct casynq__cmd *cmd,
-                            const char *const *queues, int nqueues,
-                            int64_t lease_expiry_s, int max)
+void casynq__broker_dequeue(struct casynq__cmd *cmd, const char *const *queues,
+                            int nqueues, int64_t lease_expiry_s, int max)
 {
     casynq__cmd_init_script(cmd, CASYNQ__SCRIPT_DEQUEUE);
     for (int i = 0; i < nqueues; i++) {
@@ -170,8 +169,7 @@ int casynq__broker_parse_dequeue(const redisReply *r,
 
         if (q->type != REDIS_REPLY_INTEGER || id->type != REDIS_REPLY_STRING) {
             return casynq__fail(errbuf, CASYNQ_EPROTO,
-                                "malformed dequeue reply at entry %zu",
-                                i / 3);
+                                "malformed dequeue reply at entry %zu", i / 3);
         }
         out[n].queue_index = (int)q->integer - 1;
         out[n].id = id->str;
@@ -201,8 +199,7 @@ static void stats_keys(struct casynq__cmd *cmd, const char *queue,
 }
 
 void casynq__broker_done(struct casynq__cmd *cmd, const char *queue,
-                         const char *id, const char *unique_key,
-                         int64_t now_s)
+                         const char *id, const char *unique_key, int64_t now_s)
 {
     bool unique = unique_key != NULL && unique_key[0] != '\0';
 
@@ -450,6 +447,5 @@ int casynq__broker_unique_key(struct casynq__buf *out, const char *queue,
         return casynq__buf_printf(out, "asynq:{%s}:unique:%s:", queue, type);
     }
     casynq__md5_hex(payload, payload_len, hex);
-    return casynq__buf_printf(out, "asynq:{%s}:unique:%s:%s", queue, type,
-                              hex);
+    return casynq__buf_printf(out, "asynq:{%s}:unique:%s:%s", queue, type, hex);
 }

@@ -1,10 +1,11 @@
 #ifndef CASYNQ_RUNTIME_BROKER_H
 #define CASYNQ_RUNTIME_BROKER_H
 
-#include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <hiredis/hiredis.h>
 
 #include "cmd.h"
 
@@ -15,17 +16,17 @@
 #define CASYNQ__CANCEL_CHANNEL "asynq:cancel"
 
 /* Daily statistics keys expire 90 days after their first increment. */
-#define CASYNQ__STATS_TTL_S (90 * 24 * 3600)
+#define CASYNQ__STATS_TTL_S       (90 * 24 * 3600)
 /* The archive keeps tasks for at most 90 days and at most 10,000 - 1 of
  * them (internal/rdb/rdb.go, archiveCmd). */
 #define CASYNQ__ARCHIVE_MAX_AGE_S (90 * 24 * 3600)
 #define CASYNQ__ARCHIVE_MAX_SIZE  10000
 /* A dequeued task's lease lasts 30 s and is extended while it runs. */
-#define CASYNQ__LEASE_S 30
+#define CASYNQ__LEASE_S           30
 /* Server and worker entries live 10 s; heartbeats come every 5 s. */
-#define CASYNQ__HEARTBEAT_TTL_S 10
+#define CASYNQ__HEARTBEAT_TTL_S   10
 /* Largest queue name casynq accepts: keys stay well under Redis limits. */
-#define CASYNQ__MAX_QUEUE_LEN 255
+#define CASYNQ__MAX_QUEUE_LEN     255
 
 /* Builders. Each starts `cmd` (which must be unused or freed) as one
  * operation. Building errors stay in the command and come out of
@@ -63,9 +64,8 @@ int casynq__broker_parse_enqueue(const redisReply *r, char *errbuf);
 /* Moves up to max tasks from pending to active across queues, trying them
  * in the given order and skipping paused ones; each gets a lease until
  * lease_expiry_s. */
-void casynq__broker_dequeue(struct casynq__cmd *cmd,
-                            const char *const *queues, int nqueues,
-                            int64_t lease_expiry_s, int max);
+void casynq__broker_dequeue(struct casynq__cmd *cmd, const char *const *queues,
+                            int nqueues, int64_t lease_expiry_s, int max);
 
 /* One task returned by dequeue. Pointers borrow from the reply. msg is
  * NULL when the task hash was missing (the ID has then been dropped from
@@ -89,8 +89,7 @@ int casynq__broker_parse_dequeue(const redisReply *r,
  * message's unique_key (NULL or "" when not unique); the lock is released
  * only while this task still owns it. */
 void casynq__broker_done(struct casynq__cmd *cmd, const char *queue,
-                         const char *id, const char *unique_key,
-                         int64_t now_s);
+                         const char *id, const char *unique_key, int64_t now_s);
 
 /* Moves a finished task to completed until now_s + retention_s. msg is
  * the message re-encoded with completed_at set. */
@@ -145,8 +144,7 @@ void casynq__broker_list_lease_expired(struct casynq__cmd *cmd,
 
 /* HSET the task's result field. */
 void casynq__broker_write_result(struct casynq__cmd *cmd, const char *queue,
-                                 const char *id, const void *data,
-                                 size_t len);
+                                 const char *id, const void *data, size_t len);
 
 /* Server identity used in heartbeat key names. */
 struct casynq__server_ident {

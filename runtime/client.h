@@ -7,30 +7,30 @@
 #include "util.h"
 
 struct casynq_enqueue_options {
-    char *queue;            /* NULL: "default" */
+    char *queue; /* NULL: "default" */
     bool has_max_retry;
     int max_retry;
     bool has_timeout;
     int64_t timeout_s;
     bool has_deadline;
     int64_t deadline_unix_s;
-    bool has_process_at;    /* process_at and process_in replace each other */
+    bool has_process_at; /* process_at and process_in replace each other */
     int64_t process_at_unix_s;
     bool has_process_in;
     int64_t process_in_s;
     bool has_unique;
     int64_t unique_ttl_s;
-    char *task_id;          /* NULL: a new UUID */
+    char *task_id; /* NULL: a new UUID */
     bool has_retention;
     int64_t retention_s;
-    char *group;            /* NULL: no group */
+    char *group; /* NULL: no group */
 };
 
 struct casynq_task_info {
     char *id;
     char *queue;
     char *type;
-    char *group;            /* NULL when none */
+    char *group; /* NULL when none */
     enum casynq_task_state state;
     int max_retry;
     int64_t timeout_s;
@@ -49,9 +49,9 @@ struct casynq__enqueue_plan {
     int64_t timeout_s;
     int64_t deadline_unix_s;
     int64_t retention_s;
-    int64_t process_at_unix_s;     /* 0 when processed at once */
-    int64_t unique_ttl_s;          /* 0 when not unique */
-    const char *group;             /* NULL when none */
+    int64_t process_at_unix_s; /* 0 when processed at once */
+    int64_t unique_ttl_s;      /* 0 when not unique */
+    const char *group;         /* NULL when none */
 };
 
 /* Validates opts (NULL means defaults) against asynq's rules and fills

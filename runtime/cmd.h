@@ -17,10 +17,10 @@ struct casynq__cmd {
     size_t *lens;             /* length of each argument */
     int argc;
     int cap;
-    int script;               /* script id, or -1 for a plain command */
-    int nkeys;                /* keys given so far (scripts only) */
-    int err;                  /* first failure while building, or 0 */
-    const char **argv;        /* set by casynq__cmd_finish() */
+    int script;        /* script id, or -1 for a plain command */
+    int nkeys;         /* keys given so far (scripts only) */
+    int err;           /* first failure while building, or 0 */
+    const char **argv; /* set by casynq__cmd_finish() */
     size_t *argvlen;
 };
 

@@ -13,12 +13,12 @@
 #include "alloc.h"
 #include "broker.h"
 
-#define DEFAULT_SHUTDOWN_TIMEOUT_MS      8000
-#define DEFAULT_TASK_CHECK_INTERVAL_MS   1000
+#define DEFAULT_SHUTDOWN_TIMEOUT_MS       8000
+#define DEFAULT_TASK_CHECK_INTERVAL_MS    1000
 #define DEFAULT_DELAYED_CHECK_INTERVAL_MS 5000
-#define DEFAULT_JANITOR_INTERVAL_MS      8000
-#define DEFAULT_JANITOR_BATCH_SIZE       100
-#define DEFAULT_HEALTH_CHECK_INTERVAL_MS 15000
+#define DEFAULT_JANITOR_INTERVAL_MS       8000
+#define DEFAULT_JANITOR_BATCH_SIZE        100
+#define DEFAULT_HEALTH_CHECK_INTERVAL_MS  15000
 
 static int cpu_count(void)
 {
@@ -111,8 +111,8 @@ int casynq__config_copy(struct casynq_config *dst,
     if (casynq__redis_options_copy(&dst->redis, &src->redis) != 0) {
         return CASYNQ_ENOMEM;
     }
-    dst->queues = casynq__calloc((size_t)src->nqueues + 1,
-                                 sizeof(*dst->queues));
+    dst->queues =
+            casynq__calloc((size_t)src->nqueues + 1, sizeof(*dst->queues));
     if (dst->queues == NULL) {
         casynq__config_finish(dst);
         return CASYNQ_ENOMEM;
@@ -275,14 +275,13 @@ static int check_interval(struct casynq_config *cfg, const char *field,
 {
     if (ms < min) {
         return casynq__fail(cfg->err, CASYNQ_EINVAL,
-                            "%s is %lld ms: it must be %lld ms or more",
-                            field, (long long)ms, (long long)min);
+                            "%s is %lld ms: it must be %lld ms or more", field,
+                            (long long)ms, (long long)min);
     }
     return 0;
 }
 
-int casynq_config_set_shutdown_timeout_ms(struct casynq_config *cfg,
-                                          int64_t ms)
+int casynq_config_set_shutdown_timeout_ms(struct casynq_config *cfg, int64_t ms)
 {
     if (cfg == NULL) {
         return CASYNQ_EINVAL;
@@ -355,8 +354,8 @@ int casynq_config_set_health_check(struct casynq_config *cfg,
     return 0;
 }
 
-int casynq_config_set_log(struct casynq_config *cfg, casynq_log_fn fn,
-                          void *ud, enum casynq_log_level min_level)
+int casynq_config_set_log(struct casynq_config *cfg, casynq_log_fn fn, void *ud,
+                          enum casynq_log_level min_level)
 {
     if (cfg == NULL) {
         return CASYNQ_EINVAL;

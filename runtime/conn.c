@@ -100,8 +100,8 @@ int casynq__conn_auth_error(const struct casynq_redis_options *opts,
 }
 
 /* Runs one setup command (AUTH or SELECT) on a fresh context. */
-static int setup_command(struct casynq__conn *conn, int argc,
-                         const char **argv, bool is_auth)
+static int setup_command(struct casynq__conn *conn, int argc, const char **argv,
+                         bool is_auth)
 {
     redisReply *r = redisCommandArgv(conn->ctx, argc, argv, NULL);
     char addr[300];
@@ -117,8 +117,7 @@ static int setup_command(struct casynq__conn *conn, int argc,
     } else if (r->type == REDIS_REPLY_ERROR) {
         casynq_redis_options_describe(&conn->opts, addr, sizeof(addr));
         rc = casynq__fail(conn->err, CASYNQ_EREDIS,
-                          "redis at %s rejected %s: %s", addr, argv[0],
-                          r->str);
+                          "redis at %s rejected %s: %s", addr, argv[0], r->str);
     }
     freeReplyObject(r);
     return rc;
@@ -152,8 +151,8 @@ int casynq__conn_connect(struct casynq__conn *conn)
     if (conn->opts.unix_path != NULL) {
         conn->ctx = redisConnectUnixWithTimeout(conn->opts.unix_path, tv);
     } else {
-        conn->ctx = redisConnectWithTimeout(conn->opts.host, conn->opts.port,
-                                            tv);
+        conn->ctx =
+                redisConnectWithTimeout(conn->opts.host, conn->opts.port, tv);
     }
     if (conn->ctx == NULL) {
         return casynq__fail(conn->err, CASYNQ_ENOMEM,
@@ -173,10 +172,10 @@ int casynq__conn_connect(struct casynq__conn *conn)
 
         rc = conn->opts.username != NULL
                      ? setup_command(conn, 3, argv, true)
-                     : setup_command(conn, 2,
-                                     (const char *[]){"AUTH",
-                                                      conn->opts.password},
-                                     true);
+                     : setup_command(
+                               conn, 2,
+                               (const char *[]){"AUTH", conn->opts.password},
+                               true);
         if (rc != 0) {
             goto out_close;
         }
@@ -248,12 +247,12 @@ int casynq__conn_exec(struct casynq__conn *conn, struct casynq__cmd *cmd,
                 return rc;
             }
         }
-        redisReply *r = redisCommandArgv(conn->ctx, cmd->argc, cmd->argv,
-                                         cmd->argvlen);
+        redisReply *r =
+                redisCommandArgv(conn->ctx, cmd->argc, cmd->argv, cmd->argvlen);
         if (r == NULL) {
             rc = casynq__conn_error_from_ctx(&conn->opts, conn->ctx->err,
-                                             conn->ctx->errstr,
-                                             "command", conn->err);
+                                             conn->ctx->errstr, "command",
+                                             conn->err);
             conn_close(conn);
             return rc;
         }

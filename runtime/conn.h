@@ -1,8 +1,9 @@
 #ifndef CASYNQ_RUNTIME_CONN_H
 #define CASYNQ_RUNTIME_CONN_H
 
-#include <hiredis/hiredis.h>
 #include <stdint.h>
+
+#include <hiredis/hiredis.h>
 
 #include "cmd.h"
 #include "redis_opts.h"
@@ -13,8 +14,8 @@
  * lock: one thread at a time. */
 struct casynq__conn {
     struct casynq_redis_options opts;
-    redisContext *ctx;      /* NULL while disconnected */
-    uint64_t loaded;        /* bit i set once script i is loaded here */
+    redisContext *ctx; /* NULL while disconnected */
+    uint64_t loaded;   /* bit i set once script i is loaded here */
     char err[CASYNQ__ERRBUF_SIZE];
 };
 

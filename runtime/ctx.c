@@ -20,8 +20,7 @@
 #include "alloc.h"
 
 int casynq__ctx_init(struct casynq_ctx *ctx, const Asynq__TaskMessage *msg,
-                     int64_t deadline_unix_ms,
-                     const struct casynq__logger *lg)
+                     int64_t deadline_unix_ms, const struct casynq__logger *lg)
 {
     pthread_condattr_t attr;
 
@@ -58,8 +57,7 @@ bool casynq__ctx_cancel(struct casynq_ctx *ctx,
 {
     int expected = CASYNQ__CANCEL_NONE;
 
-    if (!atomic_compare_exchange_strong(&ctx->cancel, &expected,
-                                        (int)reason)) {
+    if (!atomic_compare_exchange_strong(&ctx->cancel, &expected, (int)reason)) {
         return false;
     }
     pthread_mutex_lock(&ctx->mu);
@@ -138,9 +136,8 @@ int casynq_ctx_wait(struct casynq_ctx *ctx, int64_t timeout_ms)
         rc = pthread_cond_timedwait(&ctx->cond, &ctx->mu, &until);
     }
     pthread_mutex_unlock(&ctx->mu);
-    return atomic_load(&ctx->cancel) != CASYNQ__CANCEL_NONE
-                   ? CASYNQ_ECANCELED
-                   : 0;
+    return atomic_load(&ctx->cancel) != CASYNQ__CANCEL_NONE ? CASYNQ_ECANCELED
+                                                            : 0;
 }
 
 int64_t casynq_ctx_write_result(struct casynq_ctx *ctx, const void *data,
@@ -212,6 +209,6 @@ void casynq_task_log(const struct casynq_ctx *ctx, enum casynq_log_level level,
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     casynq__log(ctx->lg, level, __FILE__, __LINE__,
-                "task id=%s type=%s queue=%s: %s", ctx->msg->id,
-                ctx->msg->type, ctx->msg->queue, msg);
+                "task id=%s type=%s queue=%s: %s", ctx->msg->id, ctx->msg->type,
+                ctx->msg->queue, msg);
 }

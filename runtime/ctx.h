@@ -16,10 +16,10 @@
 /* Why a context was cancelled; the first reason wins. */
 enum casynq__cancel_reason {
     CASYNQ__CANCEL_NONE = 0,
-    CASYNQ__CANCEL_DEADLINE = 1,  /* "context deadline exceeded" */
-    CASYNQ__CANCEL_REQUEST = 2,   /* asynq:cancel message: "context canceled" */
-    CASYNQ__CANCEL_LEASE = 3,     /* "asynq: task lease expired" */
-    CASYNQ__CANCEL_SHUTDOWN = 4,  /* shutdown timeout: task is requeued */
+    CASYNQ__CANCEL_DEADLINE = 1, /* "context deadline exceeded" */
+    CASYNQ__CANCEL_REQUEST = 2,  /* asynq:cancel message: "context canceled" */
+    CASYNQ__CANCEL_LEASE = 3,    /* "asynq: task lease expired" */
+    CASYNQ__CANCEL_SHUTDOWN = 4, /* shutdown timeout: task is requeued */
 };
 
 /* The context of one running task. The loop thread fills it before the
@@ -27,15 +27,15 @@ enum casynq__cancel_reason {
  * runs, the worker thread owns every field except `cancel` (atomic) and
  * the wait condition, which the loop thread uses to cancel. */
 struct casynq_ctx {
-    const Asynq__TaskMessage *msg;  /* immutable while the handler runs */
-    struct casynq_task task;        /* view over msg */
-    int64_t deadline_unix_ms;       /* immutable while the handler runs */
-    _Atomic int cancel;             /* enum casynq__cancel_reason, atomic */
-    pthread_mutex_t mu;             /* guards nothing but the wait below */
-    pthread_cond_t cond;            /* signalled on cancel */
+    const Asynq__TaskMessage *msg;   /* immutable while the handler runs */
+    struct casynq_task task;         /* view over msg */
+    int64_t deadline_unix_ms;        /* immutable while the handler runs */
+    _Atomic int cancel;              /* enum casynq__cancel_reason, atomic */
+    pthread_mutex_t mu;              /* guards nothing but the wait below */
+    pthread_cond_t cond;             /* signalled on cancel */
     char errmsg[CASYNQ__ERRMSG_MAX]; /* worker thread while running */
     bool has_errmsg;
-    struct casynq__buf result;      /* worker thread while running */
+    struct casynq__buf result; /* worker thread while running */
     bool has_result;
     const struct casynq__logger *lg; /* immutable */
 };
@@ -44,8 +44,7 @@ struct casynq_ctx {
  * Returns: 0 or CASYNQ_ESYS when the condition variable cannot be made.
  * Thread: loop. */
 int casynq__ctx_init(struct casynq_ctx *ctx, const Asynq__TaskMessage *msg,
-                     int64_t deadline_unix_ms,
-                     const struct casynq__logger *lg);
+                     int64_t deadline_unix_ms, const struct casynq__logger *lg);
 
 /* Releases what init made and the result buffer. */
 void casynq__ctx_finish(struct casynq_ctx *ctx);

@@ -10,8 +10,8 @@ const char *casynq_strerror(int err)
     switch (err) {
     case CASYNQ_OK:
         return "success";
-#define CASYNQ_ERRNO_TEXT(name, code, text)                                   \
-    case CASYNQ_##name:                                                       \
+#define CASYNQ_ERRNO_TEXT(name, code, text)                                    \
+    case CASYNQ_##name:                                                        \
         return text;
         CASYNQ_ERRNO_MAP(CASYNQ_ERRNO_TEXT)
 #undef CASYNQ_ERRNO_TEXT
@@ -25,8 +25,8 @@ const char *casynq_err_name(int err)
     switch (err) {
     case CASYNQ_OK:
         return "CASYNQ_OK";
-#define CASYNQ_ERRNO_NAME(name, code, text)                                   \
-    case CASYNQ_##name:                                                       \
+#define CASYNQ_ERRNO_NAME(name, code, text)                                    \
+    case CASYNQ_##name:                                                        \
         return "CASYNQ_" #name;
         CASYNQ_ERRNO_MAP(CASYNQ_ERRNO_NAME)
 #undef CASYNQ_ERRNO_NAME

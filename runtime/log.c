@@ -64,11 +64,12 @@ void casynq__log_stderr(enum casynq_log_level level, const char *msg,
     (void)ud;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    n = snprintf(out, sizeof(out),
-                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s casynq: %s (%s:%d)\n",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-                 casynq_log_level_name(level), msg, file, line);
+    n = snprintf(
+            out, sizeof(out),
+            "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s casynq: %s (%s:%d)\n",
+            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+            tm.tm_sec, ts.tv_nsec / 1000000L, casynq_log_level_name(level), msg,
+            file, line);
     if (n < 0) {
         return;
     }

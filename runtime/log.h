@@ -26,11 +26,11 @@ void casynq__log_stderr(enum casynq_log_level level, const char *msg,
 
 /* Checks the level before the arguments are evaluated, so a disabled debug
  * line costs one comparison. */
-#define CASYNQ_LOG(lg, lvl, ...)                                              \
-    do {                                                                      \
-        if ((lvl) >= (lg)->min_level) {                                       \
-            casynq__log((lg), (lvl), __FILE__, __LINE__, __VA_ARGS__);        \
-        }                                                                     \
+#define CASYNQ_LOG(lg, lvl, ...)                                               \
+    do {                                                                       \
+        if ((lvl) >= (lg)->min_level) {                                        \
+            casynq__log((lg), (lvl), __FILE__, __LINE__, __VA_ARGS__);         \
+        }                                                                      \
     } while (0)
 
 #endif

@@ -5,12 +5,11 @@
  * asynq's defaults (asynq v0.26.0, client.go: composeOptions and
  * Client.EnqueueContext), so that every rejection leaves a message naming
  * the field in the client's last error. */
-#include "client.h"
-
 #include <string.h>
 
 #include "alloc.h"
 #include "broker.h"
+#include "client.h"
 
 /* asynq's defaults: 25 retries, and a 30 minute timeout when the caller
  * sets neither a timeout nor a deadline. */
@@ -80,8 +79,8 @@ int casynq_enqueue_options_set_timeout_s(struct casynq_enqueue_options *o,
     return 0;
 }
 
-int casynq_enqueue_options_set_deadline_unix_s(
-        struct casynq_enqueue_options *o, int64_t deadline_unix_s)
+int casynq_enqueue_options_set_deadline_unix_s(struct casynq_enqueue_options *o,
+                                               int64_t deadline_unix_s)
 {
     if (o == NULL) {
         return CASYNQ_EINVAL;

@@ -19,20 +19,19 @@
  * sent again after the reconnect. A late write for a task that another
  * server's recoverer has already moved gets NOT FOUND and is dropped, so
  * a write never undoes someone else's decision. */
-#include "server.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "broker.h"
+#include "server.h"
 
-#define DEFAULT_TIMEOUT_MS (30 * 60 * 1000)
+#define DEFAULT_TIMEOUT_MS  (30 * 60 * 1000)
 #define FETCH_ERROR_RETRY_S 1.0
 #define ERROR_LOG_PERIOD_MS 3000
-#define LEASE_MS (CASYNQ__LEASE_S * 1000)
-#define LEASE_CHUNK 256
+#define LEASE_MS            (CASYNQ__LEASE_S * 1000)
+#define LEASE_CHUNK         256
 
 uint64_t casynq__proc_random(struct casynq_server *srv)
 {
@@ -125,9 +124,9 @@ static void dispatch_write(struct casynq_server *srv,
     }
 }
 
-void casynq__proc_send_write(struct casynq_server *srv,
-                             struct casynq__cmd *cmd, const char *id,
-                             const char *queue, const char *what)
+void casynq__proc_send_write(struct casynq_server *srv, struct casynq__cmd *cmd,
+                             const char *id, const char *queue,
+                             const char *what)
 {
     struct casynq__pending_write *pw = casynq__calloc(1, sizeof(*pw));
 
@@ -297,8 +296,8 @@ static void write_failure(struct casynq_server *srv, Asynq__TaskMessage *msg,
                "s): %s",
                msg->id, msg->type, msg->queue, msg->retried + (failure ? 1 : 0),
                msg->retry, (long long)(retry_at - now_s), errtext);
-    casynq__broker_retry(&cmd, msg->queue, msg->id, buf.data, buf.len,
-                         retry_at, failure, now_s);
+    casynq__broker_retry(&cmd, msg->queue, msg->id, buf.data, buf.len, retry_at,
+                         failure, now_s);
     casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "retry");
     casynq__buf_free(&buf);
     return;
@@ -375,12 +374,10 @@ static void decide_success(struct casynq_server *srv, struct casynq__job *job)
     if (job->ctx.has_result) {
         casynq__broker_write_result(&cmd, msg->queue, msg->id,
                                     job->ctx.result.data, job->ctx.result.len);
-        casynq__proc_send_write(srv, &cmd, msg->id, msg->queue,
-                                "result write");
+        casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "result write");
     }
     if (msg->retention <= 0) {
-        casynq__broker_done(&cmd, msg->queue, msg->id, msg->unique_key,
-                            now_s);
+        casynq__broker_done(&cmd, msg->queue, msg->id, msg->unique_key, now_s);
         casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "done");
         return;
     }
@@ -395,9 +392,8 @@ static void decide_success(struct casynq_server *srv, struct casynq__job *job)
                    msg->queue);
         return;
     }
-    casynq__broker_mark_complete(&cmd, msg->queue, msg->id, buf.data,
-                                 buf.len, msg->unique_key, now_s,
-                                 msg->retention);
+    casynq__broker_mark_complete(&cmd, msg->queue, msg->id, buf.data, buf.len,
+                                 msg->unique_key, now_s, msg->retention);
     casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "complete");
     casynq__buf_free(&buf);
 }
@@ -412,9 +408,9 @@ static void cancel_and_decide(struct casynq_server *srv,
         return;
     }
     casynq__ctx_cancel(&job->ctx, reason);
-    decide_failure(srv, job, reason == CASYNQ__CANCEL_REQUEST
-                                     ? CASYNQ_ECANCELED
-                                     : CASYNQ_ETIMEDOUT,
+    decide_failure(srv, job,
+                   reason == CASYNQ__CANCEL_REQUEST ? CASYNQ_ECANCELED
+                                                    : CASYNQ_ETIMEDOUT,
                    casynq__cancel_text(reason));
 }
 
@@ -430,8 +426,7 @@ static void on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
 void casynq__proc_cancel_task(struct casynq_server *srv, const char *id,
                               size_t id_len)
 {
-    for (struct casynq__job *job = srv->active; job != NULL;
-         job = job->next) {
+    for (struct casynq__job *job = srv->active; job != NULL; job = job->next) {
         if (strlen(job->msg->id) == id_len &&
             memcmp(job->msg->id, id, id_len) == 0) {
             CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
@@ -476,8 +471,8 @@ void casynq__job_free(struct casynq__job *job)
  * bytes as the payload of a replacement message that asynq's tools can
  * read, so the queue's recovery is not blocked by it. */
 static void archive_undecodable(struct casynq_server *srv, const char *queue,
-                                const char *id, size_t id_len,
-                                const char *raw, size_t raw_len)
+                                const char *id, size_t id_len, const char *raw,
+                                size_t raw_len)
 {
     Asynq__TaskMessage msg;
     char idbuf[256];
@@ -486,7 +481,7 @@ static void archive_undecodable(struct casynq_server *srv, const char *queue,
     snprintf(idbuf, sizeof(idbuf), "%.*s", (int)id_len, id);
     clean_id = casynq__utf8_sanitize(idbuf, strlen(idbuf));
     asynq__task_message__init(&msg);
-    msg.type = (char *)(uintptr_t)"casynq:undecodable";
+    msg.type = (char *)(uintptr_t) "casynq:undecodable";
     msg.id = clean_id != NULL ? clean_id : idbuf;
     msg.queue = (char *)(uintptr_t)queue;
     msg.payload.data = (uint8_t *)(uintptr_t)raw;
@@ -509,8 +504,8 @@ static void start_job(struct casynq_server *srv, int queue_index,
     struct casynq__job *job = casynq__calloc(1, sizeof(*job));
     int64_t deadline_ms = task_deadline_ms(msg, now_ms);
 
-    if (job == NULL || casynq__ctx_init(&job->ctx, msg, deadline_ms,
-                                        srv->lg) != 0) {
+    if (job == NULL ||
+        casynq__ctx_init(&job->ctx, msg, deadline_ms, srv->lg) != 0) {
         CASYNQ_LOG(srv->lg, CASYNQ_LOG_ERROR,
                    "cannot start task id=%s queue=%s (out of memory); the "
                    "recoverer will retry it after its lease expires",
@@ -556,8 +551,7 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
     (void)cmd;
     srv->fetching = false;
     n = r != NULL ? casynq__broker_parse_dequeue(r, got, 64, err)
-                  : casynq__fail(err, CASYNQ_ECONNECT,
-                                 "redis connection lost");
+                  : casynq__fail(err, CASYNQ_ECONNECT, "redis connection lost");
     if (n < 0) {
         int64_t now = casynq__mono_ms();
 
@@ -579,8 +573,8 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
                        (int)got[i].id_len, got[i].id, queue);
             continue;
         }
-        Asynq__TaskMessage *msg = casynq__msg_decode(got[i].msg,
-                                                     got[i].msg_len);
+        Asynq__TaskMessage *msg =
+                casynq__msg_decode(got[i].msg, got[i].msg_len);
         if (msg == NULL) {
             archive_undecodable(srv, queue, got[i].id, got[i].id_len,
                                 got[i].msg, got[i].msg_len);
@@ -609,8 +603,7 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
 
     if (srv->fetching || srv->shutting_down ||
         srv->status != CASYNQ__STATUS_ACTIVE || free_slots <= 0 ||
-        ev_is_active(&srv->fetch_timer) ||
-        !casynq__aconn_ready(&srv->rconn)) {
+        ev_is_active(&srv->fetch_timer) || !casynq__aconn_ready(&srv->rconn)) {
         return;
     }
     if (free_slots > 64) {
@@ -621,8 +614,7 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
         srv->fetch_queues[i] = srv->cfg.queues[order[i]].name;
     }
     casynq__broker_dequeue(&cmd, srv->fetch_queues, srv->cfg.nqueues,
-                           casynq__now_unix_s() + CASYNQ__LEASE_S,
-                           free_slots);
+                           casynq__now_unix_s() + CASYNQ__LEASE_S, free_slots);
     if (casynq__aconn_send(&srv->rconn, &cmd, on_dequeue, srv) != 0) {
         casynq__cmd_free(&cmd);
         return;
@@ -734,8 +726,8 @@ void casynq__proc_extend_leases(struct casynq_server *srv)
             if (n == 0) {
                 break;
             }
-            casynq__broker_extend_lease(&cmd, srv->fetch_queues_all[q], ids,
-                                        n, expiry_s);
+            casynq__broker_extend_lease(&cmd, srv->fetch_queues_all[q], ids, n,
+                                        expiry_s);
             if (casynq__aconn_send(&srv->rconn, &cmd, on_lease_reply, srv) !=
                 0) {
                 casynq__cmd_free(&cmd);
@@ -817,8 +809,8 @@ void casynq__proc_recover(struct casynq_server *srv)
 
         casynq__broker_list_lease_expired(&cmd, srv->fetch_queues_all[q],
                                           cutoff);
-        if (casynq__aconn_send(&srv->rconn, &cmd, on_lease_expired_list,
-                               srv) != 0) {
+        if (casynq__aconn_send(&srv->rconn, &cmd, on_lease_expired_list, srv) !=
+            0) {
             casynq__cmd_free(&cmd);
         }
     }

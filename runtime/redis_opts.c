@@ -221,7 +221,8 @@ int casynq_redis_options_describe(const struct casynq_redis_options *o,
                     o->port, o->db);
 }
 
-const char *casynq_redis_options_last_error(const struct casynq_redis_options *o)
+const char *
+casynq_redis_options_last_error(const struct casynq_redis_options *o)
 {
     return o != NULL ? o->err : "";
 }

@@ -35,8 +35,8 @@
 #include "broker.h"
 #include "conn.h"
 
-#define HEARTBEAT_S   5.0
-#define RECOVER_S     60.0
+#define HEARTBEAT_S     5.0
+#define RECOVER_S       60.0
 #define SHUTDOWN_POLL_S 0.05
 
 static const char *status_text(enum casynq__status st)
@@ -91,8 +91,8 @@ static void *worker_main(void *arg)
         if (casynq_ctx_is_cancelled(&job->ctx)) {
             job->result = CASYNQ_ECANCELED;
         } else {
-            job->result = casynq_mux_dispatch(srv->mux, &job->ctx,
-                                              &job->ctx.task);
+            job->result =
+                    casynq_mux_dispatch(srv->mux, &job->ctx, &job->ctx.task);
         }
 
         job->qnext = NULL;
@@ -199,8 +199,7 @@ static void write_heartbeat(struct casynq_server *srv)
         casynq__cmd_free(&cmd);
     }
     casynq__broker_write_server_state(&cmd, &who, sbuf.data, sbuf.len, ids,
-                                      infos, lens, i,
-                                      CASYNQ__HEARTBEAT_TTL_S);
+                                      infos, lens, i, CASYNQ__HEARTBEAT_TTL_S);
     if (casynq__aconn_send(&srv->rconn, &cmd, NULL, NULL) != 0) {
         casynq__cmd_free(&cmd);
     }
@@ -405,8 +404,8 @@ static void on_sub_connect(struct casynq__aconn *conn, void *ud)
 {
     struct casynq_server *srv = ud;
 
-    if (casynq__aconn_subscribe(conn, CASYNQ__CANCEL_CHANNEL,
-                                on_cancel_message, srv) != 0) {
+    if (casynq__aconn_subscribe(conn, CASYNQ__CANCEL_CHANNEL, on_cancel_message,
+                                srv) != 0) {
         CASYNQ_LOG(srv->lg, CASYNQ_LOG_WARN,
                    "cannot subscribe to %s; cancel requests are ignored "
                    "until the next reconnect",
@@ -504,7 +503,8 @@ static void begin_shutdown(struct casynq_server *srv)
     ev_timer_stop(srv->loop, &srv->forward_timer);
     ev_timer_stop(srv->loop, &srv->recover_timer);
     ev_timer_stop(srv->loop, &srv->fetch_timer);
-    srv->shutdown_deadline_ms = casynq__mono_ms() + srv->cfg.shutdown_timeout_ms;
+    srv->shutdown_deadline_ms =
+            casynq__mono_ms() + srv->cfg.shutdown_timeout_ms;
     ev_timer_init(&srv->shutdown_timer, on_shutdown_timer, 0.0,
                   SHUTDOWN_POLL_S);
     srv->shutdown_timer.data = srv;
@@ -578,8 +578,7 @@ static void *loop_main(void *arg)
 
     ev_run(srv->loop, 0);
 
-    CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO, "server %s shut down",
-               srv->server_id);
+    CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO, "server %s shut down", srv->server_id);
     pthread_mutex_lock(&srv->finish_mu);
     atomic_store(&srv->loop_finished, true);
     pthread_cond_broadcast(&srv->finish_cond);
@@ -632,13 +631,13 @@ int casynq_server_create(struct casynq_config *cfg,
     srv->strict_order = casynq__calloc((size_t)n, sizeof(int));
     srv->fetch_queues = casynq__calloc((size_t)n, sizeof(char *));
     srv->fetch_queues_all = casynq__calloc((size_t)n, sizeof(char *));
-    srv->workers = casynq__calloc((size_t)srv->cfg.concurrency,
-                                  sizeof(pthread_t));
+    srv->workers =
+            casynq__calloc((size_t)srv->cfg.concurrency, sizeof(pthread_t));
     srv->order = casynq__calloc((size_t)n, sizeof(int));
     srv->used = casynq__calloc((size_t)n, sizeof(bool));
-    if (srv->order == NULL || srv->used == NULL ||
-        srv->strict_order == NULL || srv->fetch_queues == NULL ||
-        srv->fetch_queues_all == NULL || srv->workers == NULL) {
+    if (srv->order == NULL || srv->used == NULL || srv->strict_order == NULL ||
+        srv->fetch_queues == NULL || srv->fetch_queues_all == NULL ||
+        srv->workers == NULL) {
         casynq_server_destroy(srv);
         return CASYNQ_ENOMEM;
     }
@@ -655,7 +654,8 @@ int casynq_server_create(struct casynq_config *cfg,
     srv->pid = (int)getpid();
     casynq__uuid(srv->server_id);
     for (int i = 0; i < 8; i++) {
-        srv->rng = (srv->rng << 8) ^ (uint64_t)(unsigned char)srv->server_id[i * 4];
+        srv->rng = (srv->rng << 8) ^
+                   (uint64_t)(unsigned char)srv->server_id[i * 4];
     }
     srv->rng ^= (uint64_t)casynq__now_unix_ns() | 1;
     pthread_mutex_init(&srv->mu, NULL);
@@ -699,8 +699,7 @@ int casynq_server_start(struct casynq_server *srv)
         return CASYNQ_EINVAL;
     }
     if (srv->started) {
-        return casynq__fail(srv->err, CASYNQ_ESTATE,
-                            "server already started");
+        return casynq__fail(srv->err, CASYNQ_ESTATE, "server already started");
     }
     rc = ping_redis(srv);
     if (rc != 0) {

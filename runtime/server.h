@@ -1,11 +1,12 @@
 #ifndef CASYNQ_RUNTIME_SERVER_H
 #define CASYNQ_RUNTIME_SERVER_H
 
-#include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <ev.h>
 
 #include "aconn.h"
 #include "broker.h"
@@ -24,73 +25,73 @@ enum casynq__status {
  * the job is also reachable from its worker thread, which touches only
  * ctx and `result`, then hands the job back through the done queue. */
 struct casynq__job {
-    struct casynq__job *prev;       /* active list, loop thread only */
-    struct casynq__job *next;       /* active list, loop thread only */
-    struct casynq__job *qnext;      /* run or done queue, under srv->mu */
-    struct casynq_server *srv;      /* immutable */
-    Asynq__TaskMessage *msg;        /* owned; immutable while running */
-    int queue_index;                /* immutable */
+    struct casynq__job *prev;  /* active list, loop thread only */
+    struct casynq__job *next;  /* active list, loop thread only */
+    struct casynq__job *qnext; /* run or done queue, under srv->mu */
+    struct casynq_server *srv; /* immutable */
+    Asynq__TaskMessage *msg;   /* owned; immutable while running */
+    int queue_index;           /* immutable */
     struct casynq_ctx ctx;
-    int64_t start_unix_ms;          /* immutable */
-    int64_t lease_expiry_unix_ms;   /* loop thread only */
-    ev_timer deadline_timer;        /* loop thread only */
-    bool decided;                   /* loop thread: outcome already sent */
-    bool in_active_list;            /* loop thread only */
-    int result;                     /* written by the worker before done */
+    int64_t start_unix_ms;        /* immutable */
+    int64_t lease_expiry_unix_ms; /* loop thread only */
+    ev_timer deadline_timer;      /* loop thread only */
+    bool decided;                 /* loop thread: outcome already sent */
+    bool in_active_list;          /* loop thread only */
+    int result;                   /* written by the worker before done */
 };
 
 struct casynq_server {
-    struct casynq_config cfg;       /* immutable after create */
-    const struct casynq_mux *mux;   /* borrowed, immutable */
-    const struct casynq__logger *lg; /* points at cfg.log */
-    char host[256];                 /* immutable */
-    int pid;                        /* immutable */
+    struct casynq_config cfg;             /* immutable after create */
+    const struct casynq_mux *mux;         /* borrowed, immutable */
+    const struct casynq__logger *lg;      /* points at cfg.log */
+    char host[256];                       /* immutable */
+    int pid;                              /* immutable */
     char server_id[CASYNQ__UUID_LEN + 1]; /* immutable */
-    int *strict_order;              /* queue indexes by weight; immutable */
-    const char **fetch_queues_all;  /* queue names in config order;
-                                     * immutable */
-    int *order;                     /* scratch for queue order, loop only */
-    bool *used;                     /* scratch for queue order, loop only */
-    const char **fetch_queues;      /* queue names of the fetch in flight,
-                                     * loop thread only */
-    char err[CASYNQ__ERRBUF_SIZE];  /* setup thread only */
+    int *strict_order;             /* queue indexes by weight; immutable */
+    const char **fetch_queues_all; /* queue names in config order;
+                                    * immutable */
+    int *order;                    /* scratch for queue order, loop only */
+    bool *used;                    /* scratch for queue order, loop only */
+    const char **fetch_queues;     /* queue names of the fetch in flight,
+                                    * loop thread only */
+    char err[CASYNQ__ERRBUF_SIZE]; /* setup thread only */
 
     /* Threads. */
     pthread_t loop_thread;
-    pthread_t *workers;             /* cfg.concurrency threads */
-    int nworkers;                   /* threads actually started */
-    bool started;                   /* setup thread only */
-    bool shut;                      /* setup thread only */
+    pthread_t *workers; /* cfg.concurrency threads */
+    int nworkers;       /* threads actually started */
+    bool started;       /* setup thread only */
+    bool shut;          /* setup thread only */
 
     /* Hand-off between threads. */
     pthread_mutex_t mu;
-    pthread_cond_t run_cond;        /* workers wait here for jobs */
-    struct casynq__job *run_head;   /* protected by mu */
-    struct casynq__job *run_tail;   /* protected by mu */
-    struct casynq__job *done_head;  /* protected by mu */
-    struct casynq__job *done_tail;  /* protected by mu */
-    bool workers_exit;              /* protected by mu */
-    _Atomic bool stop_requested;    /* atomic */
+    pthread_cond_t run_cond;         /* workers wait here for jobs */
+    struct casynq__job *run_head;    /* protected by mu */
+    struct casynq__job *run_tail;    /* protected by mu */
+    struct casynq__job *done_head;   /* protected by mu */
+    struct casynq__job *done_tail;   /* protected by mu */
+    bool workers_exit;               /* protected by mu */
+    _Atomic bool stop_requested;     /* atomic */
     _Atomic bool shutdown_requested; /* atomic */
-    _Atomic bool loop_finished;     /* atomic */
-    pthread_mutex_t finish_mu;      /* guards finish_cond only */
-    pthread_cond_t finish_cond;     /* signalled when the loop exits */
+    _Atomic bool loop_finished;      /* atomic */
+    pthread_mutex_t finish_mu;       /* guards finish_cond only */
+    pthread_cond_t finish_cond;      /* signalled when the loop exits */
 
     /* Loop thread state. */
     struct ev_loop *loop;
     ev_async wake;
-    struct casynq__aconn rconn;     /* commands */
-    struct casynq__aconn sconn;     /* cancel channel subscription */
+    struct casynq__aconn rconn; /* commands */
+    struct casynq__aconn sconn; /* cancel channel subscription */
     enum casynq__status status;
     int64_t start_unix_s;
-    int busy;                       /* jobs handed to workers, not back */
-    bool fetching;                  /* a dequeue is in flight */
+    int busy;      /* jobs handed to workers, not back */
+    bool fetching; /* a dequeue is in flight */
     bool shutting_down;
-    int64_t shutdown_deadline_ms;   /* mono */
-    struct casynq__job *active;     /* jobs whose lease we hold */
+    int64_t shutdown_deadline_ms; /* mono */
+    struct casynq__job *active;   /* jobs whose lease we hold */
     int nactive;
-    uint64_t rng;                   /* xorshift state for queue order */
-    ev_timer fetch_timer;           /* idle wait after empty queues */
+    uint64_t rng;         /* xorshift state for queue order */
+    ev_timer fetch_timer; /* idle wait after empty queues */
     ev_timer heartbeat_timer;
     ev_timer forward_timer;
     ev_timer recover_timer;
@@ -99,7 +100,7 @@ struct casynq_server {
     ev_timer shutdown_timer;
     struct casynq__pending_write *unsent; /* completion writes to resend */
     int64_t last_fetch_error_log_ms;
-    bool cleared;                   /* heartbeat keys removed */
+    bool cleared; /* heartbeat keys removed */
 };
 
 /* A completion write that failed for lack of a connection, kept until it
@@ -127,9 +128,9 @@ uint64_t casynq__proc_random(struct casynq_server *srv);
 
 /* Sends a completion write and keeps it for a later resend when the
  * connection is down. Takes cmd. Thread: loop. */
-void casynq__proc_send_write(struct casynq_server *srv,
-                             struct casynq__cmd *cmd, const char *id,
-                             const char *queue, const char *what);
+void casynq__proc_send_write(struct casynq_server *srv, struct casynq__cmd *cmd,
+                             const char *id, const char *queue,
+                             const char *what);
 
 /* server.c: puts a job on the run queue for the workers. Thread: loop. */
 void casynq__server_submit(struct casynq_server *srv, struct casynq__job *job);

@@ -1,9 +1,10 @@
 /* A first program for casynq's client: enqueues a few tasks with different
  * options into the Redis at the given URL, then prints the keys and task
  * records that Redis now holds, as asynq's tools would find them. */
-#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <hiredis/hiredis.h>
 
 #include <casynq.h>
 
@@ -117,10 +118,10 @@ int main(int argc, char **argv)
     }
     failures += enqueue_one(client, "email:welcome", "{\"user_id\":42}",
                             "default", 0, 0) != 0;
-    failures += enqueue_one(client, "report:daily", "{\"day\":\"mon\"}",
-                            "low", 3600, 0) != 0;
-    failures += enqueue_one(client, "sms:otp", "{\"to\":\"+100\"}",
-                            "critical", 0, 60) != 0;
+    failures += enqueue_one(client, "report:daily", "{\"day\":\"mon\"}", "low",
+                            3600, 0) != 0;
+    failures += enqueue_one(client, "sms:otp", "{\"to\":\"+100\"}", "critical",
+                            0, 60) != 0;
     /* The same unique task again: asynq rejects it as a duplicate. */
     if (enqueue_one(client, "sms:otp", "{\"to\":\"+100\"}", "critical", 0,
                     60) != CASYNQ_EDUPLICATE) {

@@ -59,7 +59,7 @@ static int start_unix_redis(void **state)
                 strerror(errno));
         _exit(127);
     }
-    /* Wait, with a bound, until the socket answers. */
+    /* Wait, with a bound, until the socket responds. */
     for (int i = 0; i < 200; i++) {
         redisContext *c = connect_socket();
 
