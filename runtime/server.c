@@ -498,8 +498,11 @@ static void begin_shutdown(struct casynq_server *srv)
     srv->shutting_down = true;
     srv->status = CASYNQ__STATUS_CLOSED;
     CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
-               "shutting down: waiting up to %lld ms for %d running tasks",
-               (long long)srv->cfg.shutdown_timeout_ms, srv->nactive);
+               "shutting down: waiting up to %lld ms for %d running tasks "
+               "(%d handlers busy, including those whose task was already "
+               "failed at its deadline)",
+               (long long)srv->cfg.shutdown_timeout_ms, srv->nactive,
+               srv->busy);
     ev_timer_stop(srv->loop, &srv->forward_timer);
     ev_timer_stop(srv->loop, &srv->recover_timer);
     ev_timer_stop(srv->loop, &srv->fetch_timer);
