@@ -207,16 +207,24 @@ static pid_t spawn_server(const char *binary, const struct test_redis *r)
     char opt_save[] = "--save", empty[] = "";
     char opt_aof[] = "--appendonly", opt_daemon[] = "--daemonize";
     char no[] = "no", opt_logfile[] = "--logfile";
+    char yes[] = "yes", opt_fsync[] = "--appendfsync", always[] = "always";
     char arg0[] = "redis-server";
     char *argv[] = {arg0, opt_port,    port,    opt_bind, loopback, opt_dir,
                     dir,  opt_save,    empty,   opt_aof,  no,       opt_daemon,
-                    no,   opt_logfile, logfile, NULL};
+                    no,   opt_logfile, logfile, NULL,     NULL,     NULL};
     pid_t parent = getpid();
     pid_t pid;
 
     snprintf(port, sizeof(port), "%d", r->port);
     snprintf(dir, sizeof(dir), "%s", r->dir);
     snprintf(logfile, sizeof(logfile), "%s/redis.log", r->dir);
+    if (r->persistent) {
+        /* argv[10] is the value of --appendonly. With fsync before every
+         * reply, a SIGKILL loses no write that a client saw succeed. */
+        argv[10] = yes;
+        argv[15] = opt_fsync;
+        argv[16] = always;
+    }
 
     pid = fork();
     if (pid < 0) {
@@ -465,7 +473,7 @@ static int make_temp_dir(struct test_redis *r)
     return 0;
 }
 
-int test_redis_start(struct test_redis *r)
+static int start_server(struct test_redis *r, int persistent)
 {
     enum launch_result result = LAUNCH_FAILED;
     char binary[PATH_MAX];
@@ -476,6 +484,7 @@ int test_redis_start(struct test_redis *r)
         return -1;
     }
     memset(r, 0, sizeof(*r));
+    r->persistent = persistent;
     if (find_redis_server(binary, sizeof(binary)) != 0) {
         return -1;
     }
@@ -506,6 +515,16 @@ int test_redis_start(struct test_redis *r)
     remove_dir(r);
     memset(r, 0, sizeof(*r));
     return -1;
+}
+
+int test_redis_start(struct test_redis *r)
+{
+    return start_server(r, 0);
+}
+
+int test_redis_start_persistent(struct test_redis *r)
+{
+    return start_server(r, 1);
 }
 
 int test_redis_shutdown(struct test_redis *r)

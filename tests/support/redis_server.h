@@ -2,7 +2,8 @@
  *
  * Each server is a child process of the test. It listens on 127.0.0.1 only,
  * on a port the kernel reported free, runs in a new temporary directory under
- * $TMPDIR (or /tmp) and has persistence disabled. The binary is $REDIS_SERVER
+ * $TMPDIR (or /tmp) and has persistence disabled, unless it was started with
+ * test_redis_start_persistent(). The binary is $REDIS_SERVER
  * when that variable is set, else /usr/bin/redis-server, else redis-server on
  * PATH. When it is missing, test_redis_start() prints what to install and
  * returns -1, so the test fails instead of being skipped.
@@ -24,6 +25,8 @@ struct test_redis {
     pid_t pid;     /* redis-server process id, 0 while no server runs */
     char dir[256]; /* temporary working directory, "" after stop */
     char url[64];  /* "redis://127.0.0.1:<port>/0" */
+    /* 1 when the append-only file is on, 0 when persistence is off */
+    int persistent;
 };
 
 /* Starts redis-server in a new temporary directory on a free port and waits
@@ -33,6 +36,14 @@ struct test_redis {
  * Ownership: *r is overwritten, so it must not describe a running server.
  * Release it with test_redis_stop(). */
 int test_redis_start(struct test_redis *r);
+
+/* Starts redis-server like test_redis_start(), but with the append-only file
+ * on and fsynced before every reply (--appendonly yes --appendfsync always),
+ * so that a server started again with test_redis_restart() after
+ * test_redis_kill() holds every write the killed one acknowledged.
+ * Returns: 0, or -1 as test_redis_start().
+ * Ownership: as test_redis_start(). */
+int test_redis_start_persistent(struct test_redis *r);
 
 /* Stops the server with SIGTERM, sends SIGKILL if it still runs after 5 s,
  * then removes its temporary directory and zeroes *r. Calling it on a zeroed
@@ -53,7 +64,9 @@ int test_redis_kill(struct test_redis *r);
 
 /* Starts a new server on the same port and directory after
  * test_redis_shutdown() or test_redis_kill(), and waits up to 10 s until it
- * replies to PING. The new server starts empty because persistence is disabled.
+ * replies to PING. The new server starts empty, unless the first one was
+ * started with test_redis_start_persistent(): then it loads the append-only
+ * file and holds every write that the old server acknowledged.
  * NOTE: another process can take the port while no server runs, and then
  * the restart fails.
  * Returns: 0, or -1 when a server still runs or the new one did not start. */
