@@ -531,6 +531,9 @@ static void start_job(struct casynq_server *srv, int queue_index,
         casynq__job_free(job);
         return;
     }
+    /* libev counts the delay from its cached loop time, which may be
+     * older than now_ms; refresh it so the timer cannot fire early. */
+    ev_now_update(srv->loop);
     ev_timer_init(&job->deadline_timer, on_deadline,
                   (double)(deadline_ms - now_ms) / 1000.0, 0.0);
     job->deadline_timer.data = job;

@@ -1,0 +1,432 @@
+/* Integration tests of the worker server's queue order: strict priority,
+ * weighted priority and paused queues.
+ *
+ * Each test runs an in-process server (config, mux and server API) against
+ * a real redis-server, enqueues tasks with the public client and reads
+ * Redis directly to check the outcome. Handlers record the queue of every
+ * task they see. With concurrency 1 each fetch takes one task, so the
+ * recorded order is the server's fetch order. Waits poll Redis or the
+ * records with an upper bound and never assert how long something took. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include <casynq.h>
+
+#include "broker_helpers.h"
+#include "util.h"
+
+/* Upper bound for every wait on the server, in milliseconds. */
+#define WAIT_MS 20000
+#define POLL_MS 10
+
+/* Number of handled tasks whose queue is recorded. Later ones are only
+ * counted. */
+#define MAX_SEEN 1000
+
+/* State shared by one test, its handlers and its teardown. Handlers run on
+ * worker threads and touch only the records, under mu. */
+struct fixture {
+    const struct test_redis *server;
+    redisContext *redis;
+    struct casynq_client *client;
+    struct casynq_config *cfg;
+    struct casynq_mux *mux;
+    struct casynq_server *srv;
+    pthread_mutex_t mu;
+    char seen[MAX_SEEN][32]; /* queue of each handled task, in order */
+    int nseen;               /* handled tasks, including those not kept */
+};
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Polls cond every POLL_MS until it holds, and fails the test with the
+ * condition's text when it still does not hold after WAIT_MS. */
+#define WAIT_UNTIL(cond)                                                      \
+    do {                                                                      \
+        int64_t wait_end_ = casynq__mono_ms() + WAIT_MS;                      \
+        while (!(cond)) {                                                     \
+            if (casynq__mono_ms() > wait_end_) {                              \
+                fail_msg("timed out after %d ms waiting for: %s", WAIT_MS,   \
+                         #cond);                                              \
+            }                                                                 \
+            sleep_ms(POLL_MS);                                                \
+        }                                                                     \
+    } while (0)
+
+static int fixture_setup(void **state)
+{
+    const struct test_redis *server = test_redis_shared();
+    struct casynq_redis_options *opts = NULL;
+    struct fixture *fx;
+    int rc = 0;
+
+    if (server->pid == 0 || test_redis_flushall(server) != 0) {
+        return -1;
+    }
+    fx = calloc(1, sizeof(*fx));
+    if (fx == NULL) {
+        return -1;
+    }
+    pthread_mutex_init(&fx->mu, NULL);
+    fx->server = server;
+    fx->redis = test_redis_connect(server);
+    rc |= fx->redis == NULL ? -1 : 0;
+    rc |= casynq_redis_options_create(&opts);
+    rc |= casynq_redis_options_set_tcp(opts, "127.0.0.1", server->port);
+    rc |= casynq_client_create(opts, &fx->client);
+    rc |= casynq_config_create(&fx->cfg);
+    rc |= casynq_config_set_redis(fx->cfg, opts);
+    rc |= casynq_config_set_concurrency(fx->cfg, 1);
+    /* Short intervals keep the tests fast. */
+    rc |= casynq_config_set_task_check_interval_ms(fx->cfg, 50);
+    rc |= casynq_config_set_delayed_task_check_interval_ms(fx->cfg, 200);
+    rc |= casynq_config_set_janitor(fx->cfg, 200, 100);
+    rc |= casynq_config_set_shutdown_timeout_ms(fx->cfg, 2000);
+    rc |= casynq_config_set_log(fx->cfg, NULL, NULL, CASYNQ_LOG_WARN);
+    rc |= casynq_mux_create(&fx->mux);
+    casynq_redis_options_destroy(opts);
+    *state = fx;
+    return rc == 0 ? 0 : -1;
+}
+
+static int fixture_teardown(void **state)
+{
+    struct fixture *fx = *state;
+
+    if (fx == NULL) {
+        return 0;
+    }
+    /* Destroying a running server shuts it down first, so no handler
+     * touches the fixture after this line. */
+    casynq_server_destroy(fx->srv);
+    casynq_mux_destroy(fx->mux);
+    casynq_config_destroy(fx->cfg);
+    casynq_client_destroy(fx->client);
+    if (fx->redis != NULL) {
+        redisFree(fx->redis);
+    }
+    pthread_mutex_destroy(&fx->mu);
+    free(fx);
+    *state = NULL;
+    return 0;
+}
+
+static void start_server(struct fixture *fx)
+{
+    int rc = casynq_server_create(fx->cfg, fx->mux, &fx->srv);
+
+    if (rc != 0) {
+        fail_msg("casynq_server_create returned %s: %s", casynq_err_name(rc),
+                 casynq_config_last_error(fx->cfg));
+    }
+    rc = casynq_server_start(fx->srv);
+    if (rc != 0) {
+        fail_msg("casynq_server_start returned %s: %s", casynq_err_name(rc),
+                 casynq_server_last_error(fx->srv));
+    }
+}
+
+/* Enqueues a task of `type` with no payload into `queue` through the
+ * public client, and stores its ID in id_out when that is not NULL. */
+static void enqueue(struct fixture *fx, const char *type, const char *queue,
+                    char *id_out)
+{
+    struct casynq_enqueue_options *opts = NULL;
+    struct casynq_task *task = NULL;
+    struct casynq_task_info *info = NULL;
+    int rc;
+
+    assert_int_equal(casynq_enqueue_options_create(&opts), 0);
+    assert_int_equal(casynq_enqueue_options_set_queue(opts, queue), 0);
+    assert_int_equal(casynq_task_create(type, NULL, 0, &task), 0);
+    rc = casynq_client_enqueue(fx->client, task, opts, &info);
+    casynq_task_destroy(task);
+    casynq_enqueue_options_destroy(opts);
+    if (rc != 0) {
+        fail_msg("enqueue of a %s task into queue %s returned %s: %s", type,
+                 queue, casynq_err_name(rc),
+                 casynq_client_last_error(fx->client));
+    }
+    if (id_out != NULL) {
+        snprintf(id_out, CASYNQ__UUID_LEN + 1, "%s",
+                 casynq_task_info_id(info));
+    }
+    casynq_task_info_destroy(info);
+}
+
+/* Handler: records the task's queue and succeeds. */
+static int record_queue(struct casynq_ctx *ctx,
+                        const struct casynq_task *task, void *ud)
+{
+    struct fixture *fx = ud;
+
+    (void)task;
+    pthread_mutex_lock(&fx->mu);
+    if (fx->nseen < MAX_SEEN) {
+        snprintf(fx->seen[fx->nseen], sizeof(fx->seen[0]), "%s",
+                 casynq_ctx_queue(ctx));
+    }
+    fx->nseen++;
+    pthread_mutex_unlock(&fx->mu);
+    return 0;
+}
+
+static int seen_count(struct fixture *fx)
+{
+    int n;
+
+    pthread_mutex_lock(&fx->mu);
+    n = fx->nseen;
+    pthread_mutex_unlock(&fx->mu);
+    return n;
+}
+
+/* Returns how many of the first `limit` kept records name `queue`. */
+static int seen_in_queue(struct fixture *fx, const char *queue, int limit)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&fx->mu);
+    for (int i = 0; i < fx->nseen && i < MAX_SEEN && i < limit; i++) {
+        if (strcmp(fx->seen[i], queue) == 0) {
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&fx->mu);
+    return n;
+}
+
+/* Fails unless every record of `first` comes before every record of
+ * `second` among the first `total` records. Call it after shutdown, as it
+ * reads the records without the lock. */
+static void assert_drained_before(struct fixture *fx, const char *first,
+                                  const char *second, int total)
+{
+    int last_first = -1;
+    int first_second = total;
+
+    for (int i = 0; i < total; i++) {
+        if (strcmp(fx->seen[i], first) == 0) {
+            last_first = i;
+        } else if (strcmp(fx->seen[i], second) == 0 && first_second == total) {
+            first_second = i;
+        } else if (strcmp(fx->seen[i], second) != 0) {
+            fail_msg("task %d came from queue \"%s\", which the test never "
+                     "used",
+                     i, fx->seen[i]);
+        }
+    }
+    if (last_first > first_second) {
+        fail_msg("a %s task ran at position %d after a %s task at position "
+                 "%d: %s should drain first",
+                 first, last_first, second, first_second, first);
+    }
+}
+
+static void test_strict_priority_critical_before_low(void **state)
+{
+    struct fixture *fx = *state;
+    enum { PER_QUEUE = 20 };
+
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "critical", 6), 0);
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "low", 1), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
+    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+                     0);
+    /* The low tasks are older, so a server that ignored priority and took
+     * tasks by age would run them first. */
+    for (int i = 0; i < PER_QUEUE; i++) {
+        enqueue(fx, "prio:job", "low", NULL);
+    }
+    for (int i = 0; i < PER_QUEUE; i++) {
+        enqueue(fx, "prio:job", "critical", NULL);
+    }
+
+    start_server(fx);
+    WAIT_UNTIL(seen_count(fx) >= 2 * PER_QUEUE);
+    /* After shutdown no worker writes the records any more. */
+    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+
+    assert_int_equal(seen_count(fx), 2 * PER_QUEUE);
+    assert_int_equal(seen_in_queue(fx, "critical", 2 * PER_QUEUE), PER_QUEUE);
+    assert_int_equal(seen_in_queue(fx, "low", 2 * PER_QUEUE), PER_QUEUE);
+    assert_drained_before(fx, "critical", "low", 2 * PER_QUEUE);
+}
+
+static void test_strict_priority_equal_weights_by_name(void **state)
+{
+    struct fixture *fx = *state;
+    enum { PER_QUEUE = 10 };
+
+    /* Equal weights are ordered by name, so "alpha" drains before "beta"
+     * even though "beta" is configured first and its tasks are older. */
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "beta", 2), 0);
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "alpha", 2), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
+    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+                     0);
+    for (int i = 0; i < PER_QUEUE; i++) {
+        enqueue(fx, "prio:job", "beta", NULL);
+    }
+    for (int i = 0; i < PER_QUEUE; i++) {
+        enqueue(fx, "prio:job", "alpha", NULL);
+    }
+
+    start_server(fx);
+    WAIT_UNTIL(seen_count(fx) >= 2 * PER_QUEUE);
+    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+
+    assert_int_equal(seen_count(fx), 2 * PER_QUEUE);
+    assert_drained_before(fx, "alpha", "beta", 2 * PER_QUEUE);
+}
+
+/* Fails unless `count` of `n` draws lies within expected_pct +- tol_pct
+ * percent. */
+static void assert_share(const char *queue, int count, int n,
+                         double expected_pct, double tol_pct)
+{
+    double pct = 100.0 * count / n;
+
+    if (pct < expected_pct - tol_pct || pct > expected_pct + tol_pct) {
+        fail_msg("queue %s got %d of %d tasks (%.1f %%), expected %.0f %% "
+                 "+- %.1f",
+                 queue, count, n, pct, expected_pct, tol_pct);
+    }
+}
+
+static void test_weighted_priority_shares_follow_weights(void **state)
+{
+    struct fixture *fx = *state;
+    enum { PER_QUEUE = 3000, SAMPLE = 1000 };
+    int a;
+    int b;
+    int c;
+
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "a", 6), 0);
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "b", 3), 0);
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "c", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+                     0);
+    /* No queue can run dry within the sample, so the queue tried first
+     * always yields the task and each fetch is one weighted draw. */
+    for (int i = 0; i < PER_QUEUE; i++) {
+        enqueue(fx, "prio:noop", "a", NULL);
+        enqueue(fx, "prio:noop", "b", NULL);
+        enqueue(fx, "prio:noop", "c", NULL);
+    }
+
+    start_server(fx);
+    WAIT_UNTIL(seen_count(fx) >= SAMPLE);
+    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+
+    a = seen_in_queue(fx, "a", SAMPLE);
+    b = seen_in_queue(fx, "b", SAMPLE);
+    c = seen_in_queue(fx, "c", SAMPLE);
+    assert_int_equal(a + b + c, SAMPLE);
+    /* Each draw picks a with p = 0.6, b with 0.3 and c with 0.1. For
+     * n = 1000 the standard deviation of a share is sqrt(p(1-p)/n):
+     * 1.55 points for a, 1.45 for b and 0.95 for c. The tolerances
+     * (8, 8 and 5 points) are 5.2, 5.5 and 5.3 standard deviations. The
+     * exact binomial tails outside them sum to 5.1e-7, so a correct server
+     * fails this test about once in two million runs. */
+    assert_share("a", a, SAMPLE, 60.0, 8.0);
+    assert_share("b", b, SAMPLE, 30.0, 8.0);
+    assert_share("c", c, SAMPLE, 10.0, 5.0);
+}
+
+static long long list_length(struct fixture *fx, const char *key)
+{
+    redisReply *r = redisCommand(fx->redis, "LLEN %s", key);
+    long long n;
+
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        fail_msg("LLEN %s failed", key);
+    }
+    n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_paused_queue_tasks_stay_pending(void **state)
+{
+    struct fixture *fx = *state;
+    const char *paused_key = "asynq:{held}:paused";
+    const char *held_pending = "asynq:{held}:pending";
+    char held_ids[3][CASYNQ__UUID_LEN + 1];
+    redisReply *r;
+
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "held", 1), 0);
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "open", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+                     0);
+    /* Pause as asynq's Inspector does. */
+    r = redis_run(fx->redis, "SETNX %s %lld", paused_key,
+                  (long long)casynq__now_unix_s());
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    for (int i = 0; i < 3; i++) {
+        enqueue(fx, "prio:job", "held", held_ids[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        enqueue(fx, "prio:job", "open", NULL);
+    }
+
+    start_server(fx);
+    WAIT_UNTIL(seen_in_queue(fx, "open", MAX_SEEN) == 3);
+    /* One more open task makes the server fetch again after the first
+     * three, trying the paused queue on the way. */
+    enqueue(fx, "prio:job", "open", NULL);
+    WAIT_UNTIL(seen_in_queue(fx, "open", MAX_SEEN) == 4);
+
+    assert_int_equal(seen_in_queue(fx, "held", MAX_SEEN), 0);
+    assert_int_equal(list_length(fx, held_pending), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_hash_field(fx->redis, keyf("asynq:{held}:t:%s", held_ids[i]),
+                          "state", "pending");
+    }
+
+    /* Unpause as the Inspector does, and the held tasks run. */
+    r = redis_run(fx->redis, "DEL %s", paused_key);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    WAIT_UNTIL(seen_in_queue(fx, "held", MAX_SEEN) == 3);
+    WAIT_UNTIL(redis_zcard(fx->redis, "asynq:{held}:lease") == 0);
+
+    assert_int_equal(list_length(fx, held_pending), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_key_missing(fx->redis, keyf("asynq:{held}:t:%s", held_ids[i]));
+    }
+}
+
+#define SERVER_TEST(fn)                                                       \
+    cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        SERVER_TEST(test_strict_priority_critical_before_low),
+        SERVER_TEST(test_strict_priority_equal_weights_by_name),
+        SERVER_TEST(test_weighted_priority_shares_follow_weights),
+        SERVER_TEST(test_paused_queue_tasks_stay_pending),
+    };
+
+    return cmocka_run_group_tests(tests, test_redis_group_setup,
+                                  test_redis_group_teardown);
+}
