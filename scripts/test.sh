@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds casynq and runs its tests twice: in a debug build, then in a build
-# with AddressSanitizer and UndefinedBehaviorSanitizer. The README's test
-# command and CI (.ci/run) both run this script.
+# Builds casynq and runs its tests in a debug build, then in a build with
+# AddressSanitizer and UndefinedBehaviorSanitizer, then runs the unit and
+# integration suites under ThreadSanitizer (which cannot be combined with
+# AddressSanitizer). The README's test command and CI (.ci/run) both run
+# this script.
 set -euo pipefail
 
 LOG_PREFIX=test
@@ -21,18 +23,23 @@ SANITIZE_OPTIONS=(
 )
 # Sanitizer builds run slower, so meson test multiplies their timeouts.
 ASAN_TIMEOUT_MULTIPLIER=3
+TSAN_BUILD=build-tsan
+TSAN_MESON_OPTIONS=(-Dwerror=true -Db_sanitize=thread)
+TSAN_TIMEOUT_MULTIPLIER=4
 
 usage()
 {
     cat <<EOF
-Usage: $0 [--no-asan] [--suite NAME]...
+Usage: $0 [--no-asan] [--no-tsan] [--suite NAME]...
 
 Runs ./scripts/setup.sh, builds $DEBUG_BUILD and runs its tests, then builds
 $ASAN_BUILD with AddressSanitizer and UndefinedBehaviorSanitizer and runs the
-tests again. The last line of output is "N passed, N failed", and the exit
-status is non-zero when any step or test fails.
+tests again, then builds $TSAN_BUILD with ThreadSanitizer and runs the unit
+and integration suites. The last line of output is "N passed, N failed",
+and the exit status is non-zero when any step or test fails.
 
-  --no-asan      skip the sanitizer build, for quick local runs
+  --no-asan      skip the AddressSanitizer build, for quick local runs
+  --no-tsan      skip the ThreadSanitizer build, for quick local runs
   --suite NAME   run only the tests of suite NAME (unit, integration,
                  interop); may be repeated
   -h, --help     show this help
@@ -166,12 +173,13 @@ build_and_test()
 
 main()
 {
-    local run_asan=1 status=0 root
+    local run_asan=1 run_tsan=1 status=0 root saved_suites
 
     SUITE_ARGS=()
     while (($#)); do
         case $1 in
         --no-asan) run_asan=0 ;;
+        --no-tsan) run_tsan=0 ;;
         --suite)
             (($# >= 2)) || die "--suite needs a suite name"
             SUITE_ARGS+=(--suite "$2")
@@ -207,6 +215,21 @@ main()
             "${SANITIZE_OPTIONS[@]}" || status=1
     elif ((run_asan)); then
         log "skipping $ASAN_BUILD because $DEBUG_BUILD did not build"
+    fi
+
+    # The interop suite drives Go programs and whole processes; races in
+    # the library show up in the unit and integration suites already.
+    if ((run_tsan)) && [[ " ${BUILT_DIRS[*]} " == *" $DEBUG_BUILD "* ]]; then
+        export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+        saved_suites=("${SUITE_ARGS[@]}")
+        if ((${#SUITE_ARGS[@]} == 0)); then
+            SUITE_ARGS=(--suite unit --suite integration)
+        fi
+        build_and_test "$TSAN_BUILD" "$TSAN_TIMEOUT_MULTIPLIER" \
+            "${TSAN_MESON_OPTIONS[@]}" || status=1
+        SUITE_ARGS=("${saved_suites[@]}")
+    elif ((run_tsan)); then
+        log "skipping $TSAN_BUILD because $DEBUG_BUILD did not build"
     fi
 
     exit "$status"
