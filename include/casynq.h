@@ -61,7 +61,10 @@ extern "C" {
     X(EHANDLER, -16, "task handler failed")                                   \
     X(ESKIP_RETRY, -17, "task failed and must not be retried")               \
     X(EREVOKE, -18, "task revoked")                                           \
-    X(ENOHANDLER, -19, "handler not found for task type")
+    X(ENOHANDLER, -19, "handler not found for task type")                    \
+    X(ERATELIMITED, -20, "enqueue rejected by a rate limit")                  \
+    X(EBACKLOG, -21, "queue backlog is at its cap")                           \
+    X(ETOOLARGE, -22, "payload exceeds the maximum size")
 
 enum casynq_errno {
     CASYNQ_OK = 0,
@@ -743,6 +746,198 @@ CASYNQ_API void casynq_server_destroy(struct casynq_server *srv);
 /* Returns the message of the last failed call on srv, or "".
  * Thread: setup. */
 CASYNQ_API const char *casynq_server_last_error(const struct casynq_server *srv);
+
+/* ------------------------------------------------------------------------
+ * Rate limits and admission
+ *
+ * A limiter decides whether an enqueue may go ahead, so that a flood of
+ * tasks from one caller cannot crowd out everyone else's work. It checks,
+ * in this order:
+ * 1. the payload size against a maximum (CASYNQ_ETOOLARGE);
+ * 2. the backlog of the target queue, that is its pending, scheduled and
+ *    retry tasks, against a cap (CASYNQ_EBACKLOG);
+ * 3. every rate limit that applies to the enqueue (CASYNQ_ERATELIMITED).
+ *
+ * Rate limits use the generic cell rate algorithm (GCRA): a budget allows
+ * `burst` enqueues at once and then `rate_per_s` per second. An enqueue
+ * must pass every limit that applies to it. A rejection moves no budget,
+ * including the budgets of the limits that passed, and writes nothing to
+ * Redis.
+ *
+ * Each limit has a scope:
+ * - CASYNQ_LIMIT_PER_KEY gives every caller key its own budget. The key
+ *   is whatever identifies the caller: a user, a tenant, an API key or a
+ *   client address, set with casynq_enqueue_options_set_rate_key(). A
+ *   limit with a `match` applies only to keys that start with it. An
+ *   enqueue without a key passes every per-key limit, so a front end that
+ *   relies on these limits must set a key on every enqueue.
+ * - CASYNQ_LIMIT_QUEUE gives the queue named `match` one budget shared by
+ *   all callers.
+ * - CASYNQ_LIMIT_TYPE gives the task type `match` one shared budget.
+ *
+ * Backends:
+ * - CASYNQ_LIMITER_MEMORY keeps budgets in this process, against the
+ *   monotonic clock. Each process has its own budgets. Budgets that have
+ *   refilled completely are deleted, so memory grows with the number of
+ *   keys active within one refill time (burst / rate_per_s), not with the
+ *   number of keys ever seen.
+ * - CASYNQ_LIMITER_REDIS keeps budgets in Redis under
+ *   casynq:rl:{<limit name>}:<key> (casynq:rl:{<limit name>} for a shared
+ *   budget) and reads the Redis server's clock, so every process that uses
+ *   the same Redis shares the budgets, whatever its own clock says. A
+ *   budget key expires once the budget has refilled. The limiter holds one
+ *   connection, guarded by a mutex, and reconnects after a failure.
+ *   Redis errors are returned as errors (CASYNQ_ECONNECT, CASYNQ_EREDIS,
+ *   ...), never as rejections.
+ *
+ * Configure a limiter before the first check, from one thread; checks may
+ * then run from any number of threads. The setters reject a bad value with
+ * CASYNQ_EINVAL and a message in casynq_limiter_last_error() that names
+ * the field.
+ *
+ * NOTE: the backlog is counted just before the enqueue, not in the same
+ * atomic step, so clients that enqueue at the same moment can pass a cap
+ * by at most one task each.
+ */
+struct casynq_limiter;
+
+enum casynq_limiter_backend {
+    CASYNQ_LIMITER_MEMORY = 1,
+    CASYNQ_LIMITER_REDIS = 2,
+};
+
+enum casynq_limit_scope {
+    /* One budget per caller key; match is NULL (every key) or a prefix. */
+    CASYNQ_LIMIT_PER_KEY = 1,
+    /* One budget shared by every enqueue to the queue named by match. */
+    CASYNQ_LIMIT_QUEUE = 2,
+    /* One budget shared by every enqueue of the task type match. */
+    CASYNQ_LIMIT_TYPE = 3,
+};
+
+/* Creates a limiter with no limits, which admits everything. `redis` says
+ * where the budgets live and is required for CASYNQ_LIMITER_REDIS; it is
+ * ignored for CASYNQ_LIMITER_MEMORY. No connection is opened yet.
+ * Returns: 0, CASYNQ_EINVAL (unknown backend, or NULL redis for the Redis
+ *          backend), CASYNQ_ENOMEM, CASYNQ_ESYS.
+ * Ownership: redis is copied. Free *out with casynq_limiter_destroy() after
+ *            every client that uses it.
+ * Thread: any. */
+CASYNQ_API int casynq_limiter_create(enum casynq_limiter_backend backend,
+                                     const struct casynq_redis_options *redis,
+                                     struct casynq_limiter **out);
+
+/* Closes the connection, if any, and frees the limiter.
+ * Thread: one thread, once no other thread uses the limiter. */
+CASYNQ_API void casynq_limiter_destroy(struct casynq_limiter *l);
+
+/* Returns the message of the calling thread's last failed
+ * casynq_limiter_check() on l, or else of the last failed setter on l, or
+ * "" if none.
+ * Ownership: valid until the next call on l from the same thread.
+ * Thread: any. */
+CASYNQ_API const char *
+casynq_limiter_last_error(const struct casynq_limiter *l);
+
+/* Adds a rate limit named `name`: bursts of up to `burst` enqueues, and
+ * `rate_per_s` enqueues per second on average. `match` is described with
+ * enum casynq_limit_scope. Names are 1 to 128 bytes, not blank and without
+ * '{' or '}', and unique within the limiter; they appear in rejection
+ * messages and in the Redis key names. rate_per_s is above 0 and at most
+ * 1000000, burst is at least 1, and burst / rate_per_s (the time to
+ * refill an empty budget) is at most one year. A limiter holds at most 64
+ * rate limits.
+ * Returns: 0, CASYNQ_EINVAL (a bad value or a name already taken; the
+ *          message names the field), CASYNQ_ENOMEM.
+ * Ownership: name and match are copied.
+ * Thread: setup, before the first check. */
+CASYNQ_API int casynq_limiter_add_rate(struct casynq_limiter *l,
+                                       const char *name,
+                                       enum casynq_limit_scope scope,
+                                       const char *match, double rate_per_s,
+                                       double burst);
+
+/* Caps the backlog of `queue`: an enqueue is rejected while the queue
+ * holds max_tasks (>= 1) or more pending, scheduled and retry tasks.
+ * Setting a queue again replaces its cap.
+ * Returns: 0, CASYNQ_EINVAL, CASYNQ_ENOMEM.
+ * Thread: setup, before the first check. */
+CASYNQ_API int casynq_limiter_set_max_backlog(struct casynq_limiter *l,
+                                              const char *queue,
+                                              int64_t max_tasks);
+
+/* Rejects payloads larger than max_bytes (>= 1).
+ * Returns: 0, CASYNQ_EINVAL. Thread: setup, before the first check. */
+CASYNQ_API int casynq_limiter_set_max_payload(struct casynq_limiter *l,
+                                              size_t max_bytes);
+
+/* Adds the limits of a JSON document of this form, every key optional:
+ *
+ *   {"rate_limits": [{"name": "per-tenant", "scope": "key",
+ *                     "match": "tenant:", "rate_per_s": 50,
+ *                     "burst": 100}],
+ *    "max_backlog": {"low": 100000},
+ *    "max_payload_bytes": 1048576}
+ *
+ * scope is "key", "queue" or "type"; match is optional for "key". The
+ * document is applied completely or not at all.
+ * Returns: 0, CASYNQ_EINVAL (invalid JSON, an unknown key or a bad value;
+ *          a name already taken; the message names the key and its
+ *          position), CASYNQ_ENOMEM.
+ * Thread: setup, before the first check. */
+CASYNQ_API int casynq_limiter_load_json(struct casynq_limiter *l,
+                                        const char *json, size_t len);
+
+/* Checks an enqueue against every limit, as casynq_client_enqueue() does
+ * for a client with a limiter, for servers that write tasks by other
+ * means. `key` may be NULL (per-key limits then pass), `queue` NULL means
+ * "default" and `type` NULL skips the type limits. An admitted check
+ * consumes one unit of each budget that applies.
+ * On CASYNQ_ERATELIMITED, *retry_after_ms (when not NULL) is set to the
+ * milliseconds (>= 1) after which the same check would pass if nothing
+ * else consumes the budgets in between; it is 0 otherwise. A front end
+ * can answer HTTP 429 with Retry-After set from it (rounded up to whole
+ * seconds).
+ * The backlog is counted in the limiter's Redis, so a Redis limiter must
+ * point at the Redis that holds the tasks. A memory limiter has no Redis
+ * and returns CASYNQ_ESTATE when a backlog cap applies to the queue: use
+ * it through casynq_client_set_limiter(), which counts the backlog on the
+ * client's connection.
+ * Returns: 0, CASYNQ_ETOOLARGE, CASYNQ_EBACKLOG, CASYNQ_ERATELIMITED,
+ *          CASYNQ_EINVAL (blank or over-long key), CASYNQ_ESTATE,
+ *          CASYNQ_ENOMEM, or a connection error as casynq_client_ping()
+ *          returns; the message is in casynq_limiter_last_error().
+ * Thread: any. Checks on one Redis limiter run one at a time. */
+CASYNQ_API int casynq_limiter_check(struct casynq_limiter *l, const char *key,
+                                    const char *queue, const char *type,
+                                    size_t payload_len,
+                                    int64_t *retry_after_ms);
+
+/* Makes the client check every enqueue with l (NULL removes the limiter).
+ * casynq_client_enqueue() then returns CASYNQ_ETOOLARGE, CASYNQ_EBACKLOG
+ * or CASYNQ_ERATELIMITED, with a message naming the limit, before it
+ * writes anything. The backlog is counted on the client's own connection.
+ * Returns: 0 or CASYNQ_EINVAL (NULL client).
+ * Ownership: l is borrowed and must outlive the client; one limiter may
+ *            serve many clients.
+ * Thread: one thread at a time (the client's). */
+CASYNQ_API int casynq_client_set_limiter(struct casynq_client *c,
+                                         struct casynq_limiter *l);
+
+/* Returns the milliseconds (>= 1) to wait before retrying after the last
+ * enqueue on c failed with CASYNQ_ERATELIMITED, or 0 after any other
+ * outcome. Thread: one thread at a time. */
+CASYNQ_API int64_t casynq_client_retry_after_ms(const struct casynq_client *c);
+
+/* Sets the caller key that per-key rate limits count against: a user,
+ * tenant, API key or client address. NULL removes it. Without a key, an
+ * enqueue passes every per-key limit. At enqueue, the key must not be
+ * blank and may be at most 512 bytes.
+ * Returns: 0, CASYNQ_EINVAL (NULL options), CASYNQ_ENOMEM.
+ * Ownership: key is copied. Thread: one thread at a time. */
+CASYNQ_API int
+casynq_enqueue_options_set_rate_key(struct casynq_enqueue_options *o,
+                                    const char *key);
 
 #ifdef __cplusplus
 }

@@ -5,8 +5,9 @@
  * before touching Redis, register the queue in asynq:queues once per
  * client, then run exactly one broker script, chosen by the process time
  * and group (schedule, add to group or enqueue, each with a unique
- * variant). A client has no lock; callers use it from one thread at a
- * time. */
+ * variant). A client with a limiter (limiter.c) asks it, after the
+ * validation and before any write, whether the task may go ahead. A
+ * client has no lock; callers use it from one thread at a time. */
 #include "client.h"
 
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "conn.h"
+#include "limiter.h"
 #include "msg.h"
 #include "task.h"
 
@@ -26,6 +28,8 @@ struct known_queue {
 struct casynq_client {
     struct casynq__conn conn;
     struct known_queue *known;
+    struct casynq_limiter *limiter; /* borrowed; NULL for none */
+    int64_t retry_after_ms;         /* of the last enqueue, or 0 */
     char err[CASYNQ__ERRBUF_SIZE];
 };
 
@@ -68,6 +72,20 @@ void casynq_client_destroy(struct casynq_client *client)
     }
     casynq__conn_finish(&client->conn);
     casynq__free(client);
+}
+
+int casynq_client_set_limiter(struct casynq_client *c, struct casynq_limiter *l)
+{
+    if (c == NULL) {
+        return CASYNQ_EINVAL;
+    }
+    c->limiter = l;
+    return 0;
+}
+
+int64_t casynq_client_retry_after_ms(const struct casynq_client *c)
+{
+    return c != NULL ? c->retry_after_ms : 0;
 }
 
 const char *casynq_client_last_error(const struct casynq_client *client)
@@ -286,9 +304,23 @@ int casynq_client_enqueue(struct casynq_client *client,
         return casynq__fail(client->err, CASYNQ_EINVAL,
                             "task is NULL or not made by casynq_task_create");
     }
+    client->retry_after_ms = 0;
     rc = casynq__enqueue_plan(opts, now_s, &plan, client->err);
     if (rc != 0) {
         return rc;
+    }
+    /* Admission control comes after validation, so a malformed request
+     * uses up no budget, and before anything is written: a rejected task
+     * leaves Redis as it was. The backlog is counted on this client's
+     * connection, which reaches the Redis the task would go to. */
+    if (client->limiter != NULL) {
+        rc = casynq__limiter_admit(client->limiter, &client->conn,
+                                   plan.rate_key, plan.queue, task->type,
+                                   task->payload_len, &client->retry_after_ms,
+                                   client->err);
+        if (rc != 0) {
+            return rc;
+        }
     }
     if (plan.unique_ttl_s > 0 &&
         casynq__broker_unique_key(&unique, plan.queue, task->type,

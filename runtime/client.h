@@ -23,7 +23,8 @@ struct casynq_enqueue_options {
     char *task_id; /* NULL: a new UUID */
     bool has_retention;
     int64_t retention_s;
-    char *group; /* NULL: no group */
+    char *group;    /* NULL: no group */
+    char *rate_key; /* NULL: per-key rate limits do not apply */
 };
 
 struct casynq_task_info {
@@ -52,6 +53,7 @@ struct casynq__enqueue_plan {
     int64_t process_at_unix_s; /* 0 when processed at once */
     int64_t unique_ttl_s;      /* 0 when not unique */
     const char *group;         /* NULL when none */
+    const char *rate_key;      /* NULL when none */
 };
 
 /* Validates opts (NULL means defaults) against asynq's rules and fills

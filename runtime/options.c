@@ -10,6 +10,7 @@
 #include "alloc.h"
 #include "broker.h"
 #include "client.h"
+#include "limiter.h"
 
 /* asynq's defaults: 25 retries, and a 30 minute timeout when the caller
  * sets neither a timeout nor a deadline. */
@@ -33,6 +34,7 @@ void casynq_enqueue_options_destroy(struct casynq_enqueue_options *o)
     casynq__free(o->queue);
     casynq__free(o->task_id);
     casynq__free(o->group);
+    casynq__free(o->rate_key);
     casynq__free(o);
 }
 
@@ -148,6 +150,12 @@ int casynq_enqueue_options_set_group(struct casynq_enqueue_options *o,
     return o != NULL ? replace_string(&o->group, group) : CASYNQ_EINVAL;
 }
 
+int casynq_enqueue_options_set_rate_key(struct casynq_enqueue_options *o,
+                                        const char *key)
+{
+    return o != NULL ? replace_string(&o->rate_key, key) : CASYNQ_EINVAL;
+}
+
 static int check_name(const char *value, const char *field, char *errbuf)
 {
     size_t len = strlen(value);
@@ -195,6 +203,13 @@ static int plan_names(const struct casynq_enqueue_options *o,
             return rc;
         }
         plan->group = o->group;
+    }
+    if (o->rate_key != NULL) {
+        rc = casynq__limiter_check_key(o->rate_key, errbuf);
+        if (rc != 0) {
+            return rc;
+        }
+        plan->rate_key = o->rate_key;
     }
     return 0;
 }

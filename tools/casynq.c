@@ -11,7 +11,10 @@
  *   1  any other failure (cannot connect, authentication, redis error)
  *   2  invalid command line or option value; nothing was written to redis
  *   3  a unique task with the same type, payload and queue exists
- *   4  the task ID is taken by another task */
+ *   4  the task ID is taken by another task
+ *   5  a rate limit of --limits rejected the task
+ *   6  the queue's backlog is at its cap from --limits
+ *   7  the payload is above the maximum from --limits */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -30,6 +33,9 @@ enum exit_status {
     EXIT_USAGE = 2,
     EXIT_DUPLICATE = 3,
     EXIT_ID_CONFLICT = 4,
+    EXIT_RATE_LIMITED = 5,
+    EXIT_BACKLOG = 6,
+    EXIT_TOO_LARGE = 7,
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
@@ -187,6 +193,9 @@ enum enqueue_flag {
     FLAG_GROUP,
     FLAG_COUNT,
     FLAG_JSON,
+    FLAG_RATE_KEY,
+    FLAG_LIMITS,
+    FLAG_LIMITER,
 };
 
 static const struct option enqueue_options[] = {
@@ -209,6 +218,9 @@ static const struct option enqueue_options[] = {
     {"group", required_argument, NULL, FLAG_GROUP},
     {"count", required_argument, NULL, FLAG_COUNT},
     {"json", no_argument, NULL, FLAG_JSON},
+    {"rate-key", required_argument, NULL, FLAG_RATE_KEY},
+    {"limits", required_argument, NULL, FLAG_LIMITS},
+    {"limiter", required_argument, NULL, FLAG_LIMITER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -273,6 +285,31 @@ static void enqueue_usage(FILE *out)
           "  --group NAME             group for aggregation (default: none)\n"
           "\n",
           out);
+    fputs("Admission control:\n"
+          "  --limits FILE            check the task against the rate "
+          "limits,\n"
+          "                           backlog caps and payload limit in "
+          "the\n"
+          "                           JSON file FILE before enqueueing "
+          "(default:\n"
+          "                           no checks); see \"Rate limits and\n"
+          "                           admission control\" in README.md\n"
+          "  --rate-key KEY           caller key (user, tenant, API key or\n"
+          "                           address) that per-key rate limits "
+          "count\n"
+          "                           against (default: none, so per-key "
+          "limits\n"
+          "                           do not apply)\n"
+          "  --limiter BACKEND        where the budgets of --limits live: "
+          "redis\n"
+          "                           (shared by every process using the\n"
+          "                           redis of --redis) or memory (this "
+          "process\n"
+          "                           only, useful with --count) "
+          "(default:\n"
+          "                           redis)\n"
+          "\n",
+          out);
     fputs("Output:\n"
           "  --count N                enqueue N copies, each with its own\n"
           "                           ID, 1 to 1000000; stops at the first\n"
@@ -284,7 +321,9 @@ static void enqueue_usage(FILE *out)
           "Exit status: 0 enqueued, 1 other failure (connection,\n"
           "authentication, redis), 2 invalid command line or option value,\n"
           "3 a unique task with the same type, payload and queue exists,\n"
-          "4 the task ID is taken.\n",
+          "4 the task ID is taken, 5 a rate limit rejected the task (the\n"
+          "message gives retry_after_ms), 6 the queue's backlog is at its\n"
+          "cap, 7 the payload is above the maximum.\n",
           out);
 }
 
@@ -301,6 +340,9 @@ struct enqueue_args {
     size_t header_count;
     int64_t count;
     bool json;
+    const char *limits_path;
+    const char *limiter_flag; /* the value of --limiter, or NULL */
+    enum casynq_limiter_backend limiter_backend;
     const char *task_id;
     const char *process_flag;
 };
@@ -397,6 +439,24 @@ static bool parse_number_flag(int flag, const char *value,
     }
 }
 
+/* Parses the value of --limiter. */
+static bool parse_limiter(struct enqueue_args *args, const char *value)
+{
+    if (strcmp(value, "redis") == 0) {
+        args->limiter_backend = CASYNQ_LIMITER_REDIS;
+    } else if (strcmp(value, "memory") == 0) {
+        args->limiter_backend = CASYNQ_LIMITER_MEMORY;
+    } else {
+        fprintf(stderr,
+                "casynq enqueue: invalid value \"%s\" for --limiter: use "
+                "redis or memory; run 'casynq enqueue --help'\n",
+                value);
+        return false;
+    }
+    args->limiter_flag = value;
+    return true;
+}
+
 /* Handles one option returned by getopt_long.
  * Returns: true to go on, false after printing a usage message. */
 static bool parse_enqueue_flag(int flag, const char *value,
@@ -444,6 +504,14 @@ static bool parse_enqueue_flag(int flag, const char *value,
     case FLAG_JSON:
         args->json = true;
         return true;
+    case FLAG_RATE_KEY:
+        casynq_enqueue_options_set_rate_key(opts, value);
+        return true;
+    case FLAG_LIMITS:
+        args->limits_path = value;
+        return true;
+    case FLAG_LIMITER:
+        return parse_limiter(args, value);
     case FLAG_PROCESS_AT:
         return set_process_flag(args, "--process-at") &&
                parse_number_flag(flag, value, opts);
@@ -484,6 +552,12 @@ static bool check_enqueue_args(const struct enqueue_args *args)
     if (args->type == NULL) {
         fputs("casynq enqueue: missing --type: every task needs a type "
               "name; run 'casynq enqueue --help'\n",
+              stderr);
+        return false;
+    }
+    if (args->limiter_flag != NULL && args->limits_path == NULL) {
+        fputs("casynq enqueue: --limiter needs --limits: give the file of "
+              "limits to check; run 'casynq enqueue --help'\n",
               stderr);
         return false;
     }
@@ -776,10 +850,66 @@ static int add_headers(const struct enqueue_args *args,
     return EXIT_OK;
 }
 
+/* Creates the limiter of --limits, keeping its budgets in the redis of
+ * ro or in memory. Returns: EXIT_OK with *out set (NULL without
+ * --limits), or the exit status. */
+static int open_limiter(const struct enqueue_args *args,
+                        const struct casynq_redis_options *ro,
+                        struct casynq_limiter **out)
+{
+    const char *path = args->limits_path;
+    unsigned char *json = NULL;
+    size_t len = 0;
+    FILE *stream;
+    int err;
+    int rc;
+
+    *out = NULL;
+    if (path == NULL) {
+        return EXIT_OK;
+    }
+    stream = fopen(path, "rb");
+    if (stream == NULL) {
+        fprintf(stderr,
+                "casynq enqueue: cannot open limits file %s: %s; check the "
+                "path given to --limits\n",
+                path, strerror(errno));
+        return EXIT_ERROR;
+    }
+    errno = 0;
+    err = read_stream(stream, &json, &len);
+    fclose(stream);
+    if (err != 0) {
+        fprintf(stderr, "casynq enqueue: cannot read limits file %s: %s\n",
+                path, strerror(err));
+        return EXIT_ERROR;
+    }
+    rc = casynq_limiter_create(args->limiter_backend, ro, out);
+    if (rc != 0) {
+        free(json);
+        fprintf(stderr, "casynq enqueue: cannot create the limiter: %s\n",
+                casynq_strerror(rc));
+        return EXIT_ERROR;
+    }
+    rc = casynq_limiter_load_json(*out, (const char *)json, len);
+    free(json);
+    if (rc != 0) {
+        fprintf(stderr, "casynq enqueue: limits file %s: %s\n", path,
+                casynq_limiter_last_error(*out));
+        casynq_limiter_destroy(*out);
+        *out = NULL;
+        return rc == CASYNQ_EINVAL ? EXIT_USAGE : EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
+
 /* Creates a client for the URL from --redis, the environment or the
- * default. Returns: EXIT_OK with *out set, or the exit status. */
+ * default, with the limiter of --limits when given.
+ * Returns: EXIT_OK with *out and *limiter set, or the exit status.
+ * Ownership: destroy the client before the limiter. */
 static int open_client(const struct enqueue_args *args,
-                       struct casynq_client **out)
+                       struct casynq_client **out,
+                       struct casynq_limiter **limiter)
 {
     struct casynq_redis_options *ro = NULL;
     int status = EXIT_OK;
@@ -804,6 +934,11 @@ static int open_client(const struct enqueue_args *args,
         fprintf(stderr, "casynq enqueue: cannot create the client: %s\n",
                 casynq_strerror(rc));
         status = EXIT_ERROR;
+        goto out;
+    }
+    status = open_limiter(args, ro, limiter);
+    if (status == EXIT_OK) {
+        casynq_client_set_limiter(*out, *limiter);
     }
 
 out:
@@ -892,6 +1027,19 @@ static int report_enqueue_error(const struct enqueue_args *args,
                 "casynq enqueue: %s%s; run 'casynq enqueue --help'\n", where,
                 casynq_client_last_error(client));
         return EXIT_USAGE;
+    case CASYNQ_ERATELIMITED:
+        fprintf(stderr, "casynq enqueue: %s%s (retry_after_ms=%lld)\n",
+                where, casynq_client_last_error(client),
+                (long long)casynq_client_retry_after_ms(client));
+        return EXIT_RATE_LIMITED;
+    case CASYNQ_EBACKLOG:
+        fprintf(stderr, "casynq enqueue: %s%s\n", where,
+                casynq_client_last_error(client));
+        return EXIT_BACKLOG;
+    case CASYNQ_ETOOLARGE:
+        fprintf(stderr, "casynq enqueue: %s%s\n", where,
+                casynq_client_last_error(client));
+        return EXIT_TOO_LARGE;
     default:
         fprintf(stderr, "casynq enqueue: %s%s (%s)\n", where,
                 casynq_client_last_error(client), casynq_err_name(rc));
@@ -927,10 +1075,12 @@ static int cmd_enqueue(int argc, char **argv)
     struct enqueue_args args = {0};
     struct casynq_enqueue_options *opts = NULL;
     struct casynq_client *client = NULL;
+    struct casynq_limiter *limiter = NULL;
     struct casynq_task *task = NULL;
     int status;
 
     args.redis_url = DEFAULT_REDIS_URL;
+    args.limiter_backend = CASYNQ_LIMITER_REDIS;
     args.redis_url_origin = "the default URL";
     /* An empty CASYNQ_REDIS_URL counts as unset. */
     if (getenv(REDIS_URL_ENV) != NULL && getenv(REDIS_URL_ENV)[0] != '\0') {
@@ -958,7 +1108,7 @@ static int cmd_enqueue(int argc, char **argv)
     if (status != EXIT_OK) {
         goto out;
     }
-    status = open_client(&args, &client);
+    status = open_client(&args, &client, &limiter);
     if (status != EXIT_OK) {
         goto out;
     }
@@ -967,6 +1117,7 @@ static int cmd_enqueue(int argc, char **argv)
 
 out:
     casynq_client_destroy(client);
+    casynq_limiter_destroy(limiter);
     casynq_task_destroy(task);
     casynq_enqueue_options_destroy(opts);
     free(args.headers);

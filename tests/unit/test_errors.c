@@ -100,7 +100,7 @@ static void test_error_codes_distinct(void **state)
 static void test_error_codes_keep_abi_values(void **state)
 {
     (void)state;
-    assert_int_equal(NERRORS, 19);
+    assert_int_equal(NERRORS, 22);
     assert_int_equal(CASYNQ_EINVAL, -1);
     assert_int_equal(CASYNQ_ENOMEM, -2);
     assert_int_equal(CASYNQ_ESTATE, -3);
@@ -120,6 +120,9 @@ static void test_error_codes_keep_abi_values(void **state)
     assert_int_equal(CASYNQ_ESKIP_RETRY, -17);
     assert_int_equal(CASYNQ_EREVOKE, -18);
     assert_int_equal(CASYNQ_ENOHANDLER, -19);
+    assert_int_equal(CASYNQ_ERATELIMITED, -20);
+    assert_int_equal(CASYNQ_EBACKLOG, -21);
+    assert_int_equal(CASYNQ_ETOOLARGE, -22);
 }
 
 static void test_log_level_name_each_level(void **state)
