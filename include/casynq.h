@@ -663,8 +663,10 @@ CASYNQ_API int casynq_config_set_error_handler(struct casynq_config *cfg,
 CASYNQ_API int casynq_config_set_shutdown_timeout_ms(struct casynq_config *cfg,
                                                      int64_t ms);
 
-/* Sets the base wait after finding every queue empty, in milliseconds
- * (>= 1); the actual wait is drawn from [ms/2, 3ms/2). Thread: setup. */
+/* Sets the longest wait after finding every queue empty, in milliseconds
+ * (>= 1, default 1000). The first wait is 1 ms and doubles while the
+ * queues stay empty, until it reaches a value drawn from [ms/2, 3ms/2),
+ * as asynq's fixed wait is. Thread: setup. */
 CASYNQ_API int
 casynq_config_set_task_check_interval_ms(struct casynq_config *cfg,
                                          int64_t ms);
@@ -691,6 +693,29 @@ CASYNQ_API int casynq_config_set_health_check(struct casynq_config *cfg,
 CASYNQ_API int casynq_config_set_log(struct casynq_config *cfg,
                                      casynq_log_fn fn, void *ud,
                                      enum casynq_log_level min_level);
+
+/* Serves Prometheus metrics over HTTP at GET /metrics (text format 0.0.4)
+ * and a health check at GET /healthz, on a thread of its own, from
+ * casynq_server_start() until shutdown. `addr` is "host:port",
+ * "[ipv6]:port", ":port" or "port". Without a host the endpoint listens on
+ * 127.0.0.1 only, so other hosts reach it only with an explicit
+ * "0.0.0.0:port". The host must be a numeric address. NULL (the default)
+ * turns the endpoint off. The metrics are listed in README.md.
+ * Returns: 0, CASYNQ_EINVAL (unparsable address; the message names it),
+ *          CASYNQ_ENOMEM. casynq_server_start() returns CASYNQ_ESYS when
+ *          the address cannot be bound.
+ * Ownership: addr is copied.
+ * Thread: one thread at a time. */
+CASYNQ_API int casynq_config_set_metrics_addr(struct casynq_config *cfg,
+                                              const char *addr);
+
+/* Sets how often the server reads the queue statistics (the asynq_
+ * metrics) from Redis and ends a worker utilization interval, in
+ * milliseconds (>= 100, default 5000). A scrape never reads Redis itself.
+ * Returns: 0, CASYNQ_EINVAL.
+ * Thread: one thread at a time. */
+CASYNQ_API int
+casynq_config_set_metrics_interval_ms(struct casynq_config *cfg, int64_t ms);
 
 /* ------------------------------------------------------------------------
  * Server

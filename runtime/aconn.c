@@ -53,11 +53,26 @@ static void schedule_reconnect(struct casynq__aconn *conn)
     }
 }
 
+/* Adds 1 to a counter of conn's metrics, if it has any. Only the loop
+ * thread writes them. */
+static void count(struct casynq__aconn *conn, bool reconnect)
+{
+    _Atomic uint64_t *c;
+
+    if (conn->counters == NULL) {
+        return;
+    }
+    c = reconnect ? &conn->counters->reconnects : &conn->counters->errors;
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 static void note_down(struct casynq__aconn *conn, const char *why)
 {
     int64_t now = casynq__mono_ms();
     char addr[300];
 
+    count(conn, false);
     conn->failures_since_log++;
     if (conn->down_since_ms == 0) {
         conn->down_since_ms = now;
@@ -94,6 +109,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     conn->backoff_ms = BACKOFF_MIN_MS;
     conn->last_progress_ms = casynq__mono_ms();
     if (conn->down_since_ms != 0) {
+        count(conn, true);
         casynq_redis_options_describe(conn->opts, addr, sizeof(addr));
         CASYNQ_LOG(conn->lg, CASYNQ_LOG_INFO,
                    "redis %s connection to %s is back after %lld ms",
@@ -301,6 +317,9 @@ static void on_request_reply(redisAsyncContext *ac, void *reply, void *privdata)
         conn->pending--;
     }
     conn->last_progress_ms = casynq__mono_ms();
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        count(conn, false);
+    }
     if (r != NULL && r->type == REDIS_REPLY_ERROR && req->cmd.script >= 0 &&
         strncmp(r->str, "NOSCRIPT", 8) == 0 && !req->retried &&
         conn->ac == ac) {

@@ -9,6 +9,7 @@
 
 #include "cmd.h"
 #include "log.h"
+#include "metrics.h"
 #include "redis_opts.h"
 
 struct casynq__aconn;
@@ -48,6 +49,9 @@ struct casynq__aconn {
     ev_timer watchdog;
     casynq__aconn_event_fn on_connect;
     void *ud;
+    /* Error and reconnect counters for the metrics, or NULL. Set by the
+     * owner after init, before the loop runs. */
+    struct casynq__redis_counters *counters;
 };
 
 /* Prepares conn and starts connecting. Returns: 0. Thread: loop. */

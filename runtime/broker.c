@@ -12,8 +12,10 @@
  * Every multi-key operation is one script, so each is atomic. */
 #include "broker.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "scripts_gen.h"
@@ -112,6 +114,29 @@ static int reply_error(const redisReply *r, char *errbuf)
                         "unexpected redis reply of type %d", r->type);
 }
 
+/* Parses a decimal integer string of len bytes into *out. Returns false,
+ * with *out set to 0, when the text is not an integer that fits int64. */
+static bool parse_int64(const char *s, size_t len, int64_t *out)
+{
+    char text[24];
+    char *end = NULL;
+    long long v;
+
+    *out = 0;
+    if (len == 0 || len >= sizeof(text)) {
+        return false;
+    }
+    memcpy(text, s, len);
+    text[len] = '\0';
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0') {
+        return false;
+    }
+    *out = (int64_t)v;
+    return true;
+}
+
 int casynq__broker_parse_enqueue(const redisReply *r, char *errbuf)
 {
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
@@ -159,23 +184,28 @@ int casynq__broker_parse_dequeue(const redisReply *r,
     if (r != NULL && r->type == REDIS_REPLY_NIL) {
         return 0;
     }
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 3 != 0) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements % 4 != 0) {
         return reply_error(r, errbuf);
     }
-    for (size_t i = 0; i + 2 < r->elements && n < max; i += 3) {
+    for (size_t i = 0; i + 3 < r->elements && n < max; i += 4) {
         const redisReply *q = r->element[i];
         const redisReply *id = r->element[i + 1];
         const redisReply *msg = r->element[i + 2];
+        const redisReply *since = r->element[i + 3];
 
         if (q->type != REDIS_REPLY_INTEGER || id->type != REDIS_REPLY_STRING) {
             return casynq__fail(errbuf, CASYNQ_EPROTO,
-                                "malformed dequeue reply at entry %zu", i / 3);
+                                "malformed dequeue reply at entry %zu", i / 4);
         }
         out[n].queue_index = (int)q->integer - 1;
         out[n].id = id->str;
         out[n].id_len = id->len;
         out[n].msg = msg->type == REDIS_REPLY_STRING ? msg->str : NULL;
         out[n].msg_len = msg->type == REDIS_REPLY_STRING ? msg->len : 0;
+        out[n].pending_since_ns = 0;
+        if (since->type == REDIS_REPLY_STRING) {
+            parse_int64(since->str, since->len, &out[n].pending_since_ns);
+        }
         n++;
     }
     return n;
@@ -215,6 +245,39 @@ void casynq__broker_done(struct casynq__cmd *cmd, const char *queue,
     casynq__cmd_arg_str(cmd, id);
     casynq__cmd_arg_int(cmd, now_s + CASYNQ__STATS_TTL_S);
     casynq__cmd_arg_str(cmd, MAXINT64_STR);
+}
+
+void casynq__broker_done_batch(struct casynq__cmd *cmd, const char *queue,
+                               const struct casynq__done_item *items, int n,
+                               int64_t now_s)
+{
+    int next_unique_key = 4 + n + 1;
+    char date[11];
+
+    casynq__utc_date(now_s, date);
+    casynq__cmd_init_script(cmd, CASYNQ__SCRIPT_DONE_BATCH);
+    casynq__cmd_keyf(cmd, "asynq:{%s}:active", queue);
+    casynq__cmd_keyf(cmd, "asynq:{%s}:lease", queue);
+    casynq__cmd_keyf(cmd, "asynq:{%s}:processed:%s", queue, date);
+    casynq__cmd_keyf(cmd, "asynq:{%s}:processed", queue);
+    for (int i = 0; i < n; i++) {
+        casynq__cmd_keyf(cmd, "asynq:{%s}:t:%s", queue, items[i].id);
+    }
+    for (int i = 0; i < n; i++) {
+        if (items[i].unique_key != NULL && items[i].unique_key[0] != '\0') {
+            casynq__cmd_keyf(cmd, "%s", items[i].unique_key);
+        }
+    }
+    casynq__cmd_arg_int(cmd, now_s + CASYNQ__STATS_TTL_S);
+    casynq__cmd_arg_str(cmd, MAXINT64_STR);
+    casynq__cmd_arg_int(cmd, n);
+    for (int i = 0; i < n; i++) {
+        bool unique =
+                items[i].unique_key != NULL && items[i].unique_key[0] != '\0';
+
+        casynq__cmd_arg_str(cmd, items[i].id);
+        casynq__cmd_arg_int(cmd, unique ? next_unique_key++ : 0);
+    }
 }
 
 void casynq__broker_mark_complete(struct casynq__cmd *cmd, const char *queue,
@@ -448,4 +511,74 @@ int casynq__broker_unique_key(struct casynq__buf *out, const char *queue,
     }
     casynq__md5_hex(payload, payload_len, hex);
     return casynq__buf_printf(out, "asynq:{%s}:unique:%s:%s", queue, type, hex);
+}
+
+void casynq__broker_queue_stats(struct casynq__cmd *cmd, const char *queue)
+{
+    static const char *const keys[] = {
+            "pending",   "active",    "scheduled", "retry",  "archived",
+            "completed", "processed", "failed",    "paused", "groups",
+    };
+
+    casynq__cmd_init_script(cmd, CASYNQ__SCRIPT_QUEUE_STATS);
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        casynq__cmd_keyf(cmd, "asynq:{%s}:%s", queue, keys[i]);
+    }
+    casynq__cmd_argf(cmd, "asynq:{%s}:t:", queue);
+    casynq__cmd_argf(cmd, "asynq:{%s}:g:", queue);
+    casynq__cmd_arg_int(cmd, CASYNQ__STATS_TASK_SAMPLE);
+    casynq__cmd_arg_int(cmd, CASYNQ__STATS_GROUP_SAMPLE);
+}
+
+/* Reads element i of a queue_stats reply, an integer or a decimal string,
+ * into *out. Returns false when it is neither. */
+static bool stats_value(const redisReply *r, size_t i, int64_t *out)
+{
+    const redisReply *e = r->element[i];
+
+    if (e->type == REDIS_REPLY_INTEGER) {
+        *out = (int64_t)e->integer;
+        return true;
+    }
+    if (e->type == REDIS_REPLY_NIL) {
+        *out = 0;
+        return true;
+    }
+    if (e->type == REDIS_REPLY_STRING) {
+        return parse_int64(e->str, e->len, out);
+    }
+    return false;
+}
+
+int casynq__broker_parse_queue_stats(const redisReply *r,
+                                     struct casynq__queue_stats *out,
+                                     char *errbuf)
+{
+    int64_t v[13];
+
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 13) {
+        return reply_error(r, errbuf);
+    }
+    for (size_t i = 0; i < 13; i++) {
+        if (!stats_value(r, i, &v[i])) {
+            return casynq__fail(errbuf, CASYNQ_EPROTO,
+                                "malformed queue_stats reply: element %zu "
+                                "is not a number",
+                                i);
+        }
+    }
+    out->pending = v[0];
+    out->active = v[1];
+    out->scheduled = v[2];
+    out->retry = v[3];
+    out->archived = v[4];
+    out->completed = v[5];
+    out->processed_total = v[6];
+    out->failed_total = v[7];
+    out->paused = v[8] != 0;
+    out->groups = v[9];
+    out->aggregating = v[10];
+    out->oldest_pending_ns = v[11];
+    out->memory_bytes = v[12];
+    return 0;
 }

@@ -76,6 +76,7 @@ struct casynq__dequeued {
     size_t id_len;
     const char *msg;
     size_t msg_len;
+    int64_t pending_since_ns; /* unix ns; 0 when the hash had none */
 };
 
 /* Parses a dequeue reply into out (at most max entries).
@@ -90,6 +91,21 @@ int casynq__broker_parse_dequeue(const redisReply *r,
  * only while this task still owns it. */
 void casynq__broker_done(struct casynq__cmd *cmd, const char *queue,
                          const char *id, const char *unique_key, int64_t now_s);
+
+/* One task of a done batch. unique_key is the message's unique_key (NULL
+ * or "" when not unique). */
+struct casynq__done_item {
+    const char *id;
+    const char *unique_key;
+};
+
+/* The done operation for n tasks of one queue in one script call; each
+ * task gets exactly the effects of casynq__broker_done(). The reply is an
+ * array of n integers, 1 when done and 0 when the task was no longer
+ * active (done's NOT FOUND). */
+void casynq__broker_done_batch(struct casynq__cmd *cmd, const char *queue,
+                               const struct casynq__done_item *items, int n,
+                               int64_t now_s);
 
 /* Moves a finished task to completed until now_s + retention_s. msg is
  * the message re-encoded with completed_at set. */
@@ -145,6 +161,38 @@ void casynq__broker_list_lease_expired(struct casynq__cmd *cmd,
 /* HSET the task's result field. */
 void casynq__broker_write_result(struct casynq__cmd *cmd, const char *queue,
                                  const char *id, const void *data, size_t len);
+
+/* Task hashes and groups that the queue statistics sample for their
+ * memory estimate, as asynq v0.26.0's Inspector does. */
+#define CASYNQ__STATS_TASK_SAMPLE  20
+#define CASYNQ__STATS_GROUP_SAMPLE 5
+
+/* The statistics of one queue that asynq's Inspector reports. */
+struct casynq__queue_stats {
+    int64_t pending;
+    int64_t active;
+    int64_t scheduled;
+    int64_t retry;
+    int64_t archived;
+    int64_t completed;
+    int64_t aggregating;
+    int64_t groups;
+    int64_t processed_total; /* all-time counter */
+    int64_t failed_total;    /* all-time counter */
+    bool paused;
+    int64_t oldest_pending_ns; /* pending_since of the next pending task,
+                                * unix ns; 0 when none or unset */
+    int64_t memory_bytes;      /* sampled estimate */
+};
+
+/* Reads the statistics of queue with the queue_stats script. */
+void casynq__broker_queue_stats(struct casynq__cmd *cmd, const char *queue);
+
+/* Parses the reply of casynq__broker_queue_stats() into *out.
+ * Returns: 0, or CASYNQ_EREDIS / CASYNQ_EPROTO with a message in errbuf. */
+int casynq__broker_parse_queue_stats(const redisReply *r,
+                                     struct casynq__queue_stats *out,
+                                     char *errbuf);
 
 /* Server identity used in heartbeat key names. */
 struct casynq__server_ident {

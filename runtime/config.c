@@ -12,6 +12,7 @@
 
 #include "alloc.h"
 #include "broker.h"
+#include "metrics.h"
 
 #define DEFAULT_SHUTDOWN_TIMEOUT_MS       8000
 #define DEFAULT_TASK_CHECK_INTERVAL_MS    1000
@@ -72,6 +73,7 @@ int casynq_config_create(struct casynq_config **out)
     cfg->janitor_batch_size = DEFAULT_JANITOR_BATCH_SIZE;
     cfg->health_check_interval_ms = DEFAULT_HEALTH_CHECK_INTERVAL_MS;
     cfg->log.min_level = CASYNQ_LOG_INFO;
+    cfg->metrics_interval_ms = CASYNQ__METRICS_DEFAULT_INTERVAL_MS;
     *out = cfg;
     return 0;
 }
@@ -90,6 +92,8 @@ void casynq__config_finish(struct casynq_config *cfg)
 {
     free_queues(cfg);
     casynq__redis_options_finish(&cfg->redis);
+    casynq__free(cfg->metrics_addr);
+    cfg->metrics_addr = NULL;
 }
 
 void casynq_config_destroy(struct casynq_config *cfg)
@@ -107,9 +111,17 @@ int casynq__config_copy(struct casynq_config *dst,
     memcpy(dst, src, sizeof(*dst));
     dst->queues = NULL;
     dst->nqueues = 0;
+    dst->metrics_addr = NULL;
     memset(&dst->redis, 0, sizeof(dst->redis));
     if (casynq__redis_options_copy(&dst->redis, &src->redis) != 0) {
         return CASYNQ_ENOMEM;
+    }
+    if (src->metrics_addr != NULL) {
+        dst->metrics_addr = casynq__strdup(src->metrics_addr);
+        if (dst->metrics_addr == NULL) {
+            casynq__config_finish(dst);
+            return CASYNQ_ENOMEM;
+        }
     }
     dst->queues =
             casynq__calloc((size_t)src->nqueues + 1, sizeof(*dst->queues));
@@ -369,6 +381,41 @@ int casynq_config_set_log(struct casynq_config *cfg, casynq_log_fn fn, void *ud,
     cfg->log.fn = fn;
     cfg->log.ud = ud;
     cfg->log.min_level = min_level;
+    return 0;
+}
+
+int casynq_config_set_metrics_addr(struct casynq_config *cfg, const char *addr)
+{
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char *copy = NULL;
+
+    if (cfg == NULL) {
+        return CASYNQ_EINVAL;
+    }
+    if (addr != NULL) {
+        if (casynq__metrics_parse_addr(addr, &sa, &len, cfg->err) != 0) {
+            return CASYNQ_EINVAL;
+        }
+        copy = casynq__strdup(addr);
+        if (copy == NULL) {
+            return CASYNQ_ENOMEM;
+        }
+    }
+    casynq__free(cfg->metrics_addr);
+    cfg->metrics_addr = copy;
+    return 0;
+}
+
+int casynq_config_set_metrics_interval_ms(struct casynq_config *cfg, int64_t ms)
+{
+    if (cfg == NULL) {
+        return CASYNQ_EINVAL;
+    }
+    if (check_interval(cfg, "metrics interval", ms, 100) != 0) {
+        return CASYNQ_EINVAL;
+    }
+    cfg->metrics_interval_ms = ms;
     return 0;
 }
 

@@ -36,6 +36,8 @@ struct casynq_config {
     void *health_check_ud;
     int64_t health_check_interval_ms;
     struct casynq__logger log;
+    char *metrics_addr;          /* owned; NULL: no metrics endpoint */
+    int64_t metrics_interval_ms; /* queue statistics refresh period */
     char err[CASYNQ__ERRBUF_SIZE];
 };
 

@@ -171,6 +171,21 @@ static void on_write_reply(struct casynq__aconn *conn, redisReply *r,
     }
     if (r->type == REDIS_REPLY_INTEGER) {
         rc = 0;
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        /* done_batch: 0 marks a task another actor already moved. */
+        size_t gone = 0;
+
+        for (size_t i = 0; i < r->elements; i++) {
+            gone += r->element[i]->type == REDIS_REPLY_INTEGER &&
+                    r->element[i]->integer == 0;
+        }
+        rc = 0;
+        if (gone > 0) {
+            CASYNQ_LOG(srv->lg, CASYNQ_LOG_WARN,
+                       "%s of %zu tasks in queue %s: %zu were no longer "
+                       "active (another server or the recoverer moved them)",
+                       pw->what, r->elements, pw->queue, gone);
+        }
     } else {
         rc = casynq__broker_parse_status(r, err);
     }
@@ -259,10 +274,19 @@ static bool is_failure(struct casynq_server *srv, int err, const char *errtext)
     return srv->cfg.is_failure(err, errtext, srv->cfg.is_failure_ud);
 }
 
+/* The outcome of write_failure() for a task. */
+enum failure_outcome {
+    OUTCOME_RETRIED,            /* retried, counted as a failure */
+    OUTCOME_RETRIED_NO_FAILURE, /* retried, not a failure (is_failure) */
+    OUTCOME_ARCHIVED,
+    OUTCOME_NOT_WRITTEN, /* out of memory: the recoverer retries it */
+};
+
 /* Retries or archives a failed task. Shared by the processor and the
  * recoverer; msg is only read. */
-static void write_failure(struct casynq_server *srv, Asynq__TaskMessage *msg,
-                          int err, const char *errtext, bool skip_retry)
+static enum failure_outcome write_failure(struct casynq_server *srv,
+                                          Asynq__TaskMessage *msg, int err,
+                                          const char *errtext, bool skip_retry)
 {
     struct casynq__buf buf = {0};
     struct casynq__cmd cmd;
@@ -281,7 +305,7 @@ static void write_failure(struct casynq_server *srv, Asynq__TaskMessage *msg,
                                now_s);
         casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "archive");
         casynq__buf_free(&buf);
-        return;
+        return OUTCOME_ARCHIVED;
     }
 
     bool failure = is_failure(srv, err, errtext);
@@ -300,7 +324,7 @@ static void write_failure(struct casynq_server *srv, Asynq__TaskMessage *msg,
                          failure, now_s);
     casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "retry");
     casynq__buf_free(&buf);
-    return;
+    return failure ? OUTCOME_RETRIED : OUTCOME_RETRIED_NO_FAILURE;
 
 out_nomem:
     casynq__buf_free(&buf);
@@ -308,6 +332,33 @@ out_nomem:
                "out of memory recording the failure of task id=%s queue=%s; "
                "the recoverer will retry it",
                msg->id, msg->queue);
+    return OUTCOME_NOT_WRITTEN;
+}
+
+/* Counts a failed attempt of a task of queue q (index into cfg.queues)
+ * and metrics type slot, with what write_failure() did with it. A retry
+ * that is no failure (the is_failure predicate) uses up no retry, and
+ * asynq does not count it as failed either. */
+static void count_failure(struct casynq_server *srv, int q, int slot,
+                          enum failure_outcome outcome)
+{
+    if (outcome != OUTCOME_RETRIED_NO_FAILURE) {
+        casynq__metrics_count(srv->metrics, q, slot, CASYNQ__TC_FAILED);
+    }
+    if (outcome == OUTCOME_RETRIED || outcome == OUTCOME_RETRIED_NO_FAILURE) {
+        casynq__metrics_count(srv->metrics, q, slot, CASYNQ__TC_RETRIED);
+    } else if (outcome == OUTCOME_ARCHIVED) {
+        casynq__metrics_count(srv->metrics, q, slot, CASYNQ__TC_ARCHIVED);
+    }
+}
+
+/* Returns the metrics type slot of type, or -1 when metrics are off. */
+static int type_slot(struct casynq_server *srv, const char *type)
+{
+    if (srv->metrics == NULL) {
+        return -1;
+    }
+    return casynq__metrics_type_slot(srv->metrics, type);
 }
 
 /* Ends a job's claim on its task: no more lease extension, no deadline. */
@@ -335,6 +386,8 @@ static void decide_failure(struct casynq_server *srv, struct casynq__job *job,
                    "task id=%s type=%s queue=%s failed (%s) after its lease "
                    "expired; leaving it to the recoverer",
                    job->msg->id, job->msg->type, job->msg->queue, errtext);
+        casynq__metrics_count(srv->metrics, job->queue_index, job->type_slot,
+                              CASYNQ__TC_FAILED);
         return;
     }
     if (srv->cfg.error_handler != NULL) {
@@ -351,9 +404,13 @@ static void decide_failure(struct casynq_server *srv, struct casynq__job *job,
                             job->msg->unique_key, casynq__now_unix_s());
         casynq__proc_send_write(srv, &cmd, job->msg->id, job->msg->queue,
                                 "revoke");
+        casynq__metrics_count(srv->metrics, job->queue_index, job->type_slot,
+                              CASYNQ__TC_REVOKED);
         return;
     }
-    write_failure(srv, job->msg, err, errtext, err == CASYNQ_ESKIP_RETRY);
+    count_failure(srv, job->queue_index, job->type_slot,
+                  write_failure(srv, job->msg, err, errtext,
+                                err == CASYNQ_ESKIP_RETRY));
 }
 
 static void decide_success(struct casynq_server *srv, struct casynq__job *job)
@@ -369,16 +426,24 @@ static void decide_success(struct casynq_server *srv, struct casynq__job *job)
                    "task id=%s type=%s queue=%s succeeded after its lease "
                    "expired; leaving it to the recoverer",
                    msg->id, msg->type, msg->queue);
+        /* The recoverer records this attempt as a failure. */
+        casynq__metrics_count(srv->metrics, job->queue_index, job->type_slot,
+                              CASYNQ__TC_FAILED);
         return;
     }
+    casynq__metrics_count(srv->metrics, job->queue_index, job->type_slot,
+                          CASYNQ__TC_SUCCEEDED);
     if (job->ctx.has_result) {
         casynq__broker_write_result(&cmd, msg->queue, msg->id,
                                     job->ctx.result.data, job->ctx.result.len);
         casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "result write");
     }
     if (msg->retention <= 0) {
-        casynq__broker_done(&cmd, msg->queue, msg->id, msg->unique_key, now_s);
-        casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "done");
+        /* Sent with the other tasks done in this pass, in one script call
+         * per queue (flush_done_batch). */
+        job->done_queued = true;
+        job->qnext = srv->done_batch;
+        srv->done_batch = job;
         return;
     }
     int64_t saved = msg->completed_at;
@@ -408,6 +473,10 @@ static void cancel_and_decide(struct casynq_server *srv,
         return;
     }
     casynq__ctx_cancel(&job->ctx, reason);
+    if (reason == CASYNQ__CANCEL_DEADLINE) {
+        casynq__metrics_count(srv->metrics, job->queue_index, job->type_slot,
+                              CASYNQ__TC_DEADLINE);
+    }
     decide_failure(srv, job,
                    reason == CASYNQ__CANCEL_REQUEST ? CASYNQ_ECANCELED
                                                     : CASYNQ_ETIMEDOUT,
@@ -470,13 +539,14 @@ void casynq__job_free(struct casynq__job *job)
 /* Archives a task whose message cannot be decoded, keeping the original
  * bytes as the payload of a replacement message that asynq's tools can
  * read, so the queue's recovery is not blocked by it. */
-static void archive_undecodable(struct casynq_server *srv, const char *queue,
-                                const char *id, size_t id_len, const char *raw,
-                                size_t raw_len)
+static void archive_undecodable(struct casynq_server *srv, int q,
+                                const char *queue, const char *id,
+                                size_t id_len, const char *raw, size_t raw_len)
 {
     Asynq__TaskMessage msg;
     char idbuf[256];
     char *clean_id;
+    int slot;
 
     snprintf(idbuf, sizeof(idbuf), "%.*s", (int)id_len, id);
     clean_id = casynq__utf8_sanitize(idbuf, strlen(idbuf));
@@ -490,17 +560,20 @@ static void archive_undecodable(struct casynq_server *srv, const char *queue,
                "task id=%s queue=%s has an undecodable message (%zu bytes); "
                "archiving it with the original bytes as its payload",
                idbuf, queue, raw_len);
-    write_failure(srv, &msg, CASYNQ_EPROTO,
-                  "casynq: cannot decode the task message; the original "
-                  "bytes are kept as the payload",
-                  true);
+    slot = type_slot(srv, msg.type);
+    count_failure(srv, q, slot,
+                  write_failure(srv, &msg, CASYNQ_EPROTO,
+                                "casynq: cannot decode the task message; "
+                                "the original bytes are kept as the payload",
+                                true));
     casynq__free(clean_id);
 }
 
 static void start_job(struct casynq_server *srv, int queue_index,
-                      Asynq__TaskMessage *msg)
+                      Asynq__TaskMessage *msg, int64_t pending_since_ns)
 {
-    int64_t now_ms = casynq__now_unix_ns() / 1000000;
+    int64_t now_ns = casynq__now_unix_ns();
+    int64_t now_ms = now_ns / 1000000;
     struct casynq__job *job = casynq__calloc(1, sizeof(*job));
     int64_t deadline_ms = task_deadline_ms(msg, now_ms);
 
@@ -517,9 +590,14 @@ static void start_job(struct casynq_server *srv, int queue_index,
     job->srv = srv;
     job->msg = msg;
     job->queue_index = queue_index;
+    job->type_slot = type_slot(srv, msg->type);
     job->start_unix_ms = now_ms;
     job->lease_expiry_unix_ms = now_ms + LEASE_MS;
     active_add(srv, job);
+    casynq__metrics_count(srv->metrics, queue_index, job->type_slot,
+                          CASYNQ__TC_STARTED);
+    casynq__metrics_observe_wait(srv->metrics, queue_index, pending_since_ns,
+                                 now_ns);
     CASYNQ_LOG(srv->lg, CASYNQ_LOG_DEBUG,
                "task id=%s type=%s queue=%s started, deadline in %lld ms",
                msg->id, msg->type, msg->queue,
@@ -539,6 +617,7 @@ static void start_job(struct casynq_server *srv, int queue_index,
     job->deadline_timer.data = job;
     ev_timer_start(srv->loop, &job->deadline_timer);
     srv->busy++;
+    casynq__metrics_set_busy(srv->metrics, srv->busy);
     casynq__server_submit(srv, job);
 }
 
@@ -572,6 +651,10 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
     }
     for (int i = 0; i < n; i++) {
         const char *queue = srv->fetch_queues[got[i].queue_index];
+        /* The script numbers queues in this fetch's order; jobs keep the
+         * index into cfg.queues, which the lease extension and the
+         * metrics use. */
+        int q = srv->order[got[i].queue_index];
 
         if (got[i].msg == NULL) {
             CASYNQ_LOG(srv->lg, CASYNQ_LOG_WARN,
@@ -583,22 +666,34 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         Asynq__TaskMessage *msg =
                 casynq__msg_decode(got[i].msg, got[i].msg_len);
         if (msg == NULL) {
-            archive_undecodable(srv, queue, got[i].id, got[i].id_len,
+            archive_undecodable(srv, q, queue, got[i].id, got[i].id_len,
                                 got[i].msg, got[i].msg_len);
             continue;
         }
-        start_job(srv, got[i].queue_index, msg);
+        start_job(srv, q, msg, got[i].pending_since_ns);
     }
     if (n == 0) {
-        /* asynq sleeps a random time in [interval/2, 3*interval/2) so
-         * idle servers do not poll Redis in lockstep. */
+        /* asynq sleeps a random time in [interval/2, 3*interval/2) after
+         * every empty fetch, which puts up to 1.5 s between a task's
+         * arrival and its start. casynq checks again after 1 ms and
+         * doubles the wait while the queues stay empty, up to that same
+         * jittered interval: a task arriving soon after the last one is
+         * picked up at once, and an idle server still polls about once a
+         * second. */
         double base = (double)srv->cfg.task_check_interval_ms / 1000.0;
         double jitter = (double)(casynq__proc_random(srv) % 1000) / 1000.0;
+        double wait = base * (0.5 + jitter);
+        double backoff = (double)srv->idle_wait_ms / 1000.0;
 
-        ev_timer_set(&srv->fetch_timer, base * (0.5 + jitter), 0.0);
+        if (backoff < wait) {
+            wait = backoff;
+            srv->idle_wait_ms *= 2;
+        }
+        ev_timer_set(&srv->fetch_timer, wait, 0.0);
         ev_timer_start(srv->loop, &srv->fetch_timer);
         return;
     }
+    srv->idle_wait_ms = CASYNQ__IDLE_WAIT_MIN_MS;
     casynq__proc_try_fetch(srv);
 }
 
@@ -629,6 +724,62 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
     srv->fetching = true;
 }
 
+/* Largest number of tasks in one done_batch call. */
+#define DONE_BATCH_MAX 64
+
+/* Sends the done writes queued by decide_success() in this pass, grouped
+ * by queue, then frees their jobs. The list is newest first; reversing it
+ * keeps the completion order within each queue. */
+static void flush_done_batch(struct casynq_server *srv)
+{
+    struct casynq__done_item items[DONE_BATCH_MAX];
+    struct casynq__job *todo = NULL;
+    int64_t now_s = casynq__now_unix_s();
+
+    while (srv->done_batch != NULL) {
+        struct casynq__job *job = srv->done_batch;
+
+        srv->done_batch = job->qnext;
+        job->qnext = todo;
+        todo = job;
+    }
+    while (todo != NULL) {
+        int queue = todo->queue_index;
+        struct casynq__job **link = &todo;
+        struct casynq__job *taken = NULL;
+        struct casynq__job **taken_tail = &taken;
+        struct casynq__cmd cmd;
+        int n = 0;
+
+        /* Take up to DONE_BATCH_MAX jobs of the first job's queue. */
+        while (*link != NULL && n < DONE_BATCH_MAX) {
+            struct casynq__job *job = *link;
+
+            if (job->queue_index != queue) {
+                link = &job->qnext;
+                continue;
+            }
+            *link = job->qnext;
+            job->qnext = NULL;
+            *taken_tail = job;
+            taken_tail = &job->qnext;
+            items[n].id = job->msg->id;
+            items[n].unique_key = job->msg->unique_key;
+            n++;
+        }
+        casynq__broker_done_batch(&cmd, srv->fetch_queues_all[queue], items, n,
+                                  now_s);
+        casynq__proc_send_write(srv, &cmd, n == 1 ? items[0].id : "-",
+                                srv->fetch_queues_all[queue], "done");
+        while (taken != NULL) {
+            struct casynq__job *job = taken;
+
+            taken = job->qnext;
+            casynq__job_free(job);
+        }
+    }
+}
+
 void casynq__proc_drain_done(struct casynq_server *srv)
 {
     struct casynq__job *list;
@@ -645,6 +796,9 @@ void casynq__proc_drain_done(struct casynq_server *srv)
 
         list = job->qnext;
         srv->busy--;
+        casynq__metrics_set_busy(srv->metrics, srv->busy);
+        casynq__metrics_observe_duration(srv->metrics, job->type_slot,
+                                         job->run_ns);
         if (job->decided) {
             casynq__job_free(job);
             continue;
@@ -662,8 +816,11 @@ void casynq__proc_drain_done(struct casynq_server *srv)
                                          : casynq_strerror(job->result));
             decide_failure(srv, job, job->result, text);
         }
-        casynq__job_free(job);
+        if (!job->done_queued) {
+            casynq__job_free(job);
+        }
     }
+    flush_done_batch(srv);
     casynq__proc_try_fetch(srv);
 }
 
@@ -766,6 +923,17 @@ void casynq__proc_requeue_all(struct casynq_server *srv)
     }
 }
 
+/* Returns the index in cfg.queues of the queue named name, or -1. */
+static int queue_index_of(struct casynq_server *srv, const char *name)
+{
+    for (int q = 0; q < srv->cfg.nqueues; q++) {
+        if (strcmp(srv->fetch_queues_all[q], name) == 0) {
+            return q;
+        }
+    }
+    return -1;
+}
+
 static void on_lease_expired_list(struct casynq__aconn *conn, redisReply *r,
                                   struct casynq__cmd *cmd, void *ud)
 {
@@ -777,6 +945,7 @@ static void on_lease_expired_list(struct casynq__aconn *conn, redisReply *r,
 
     snprintf(queue, sizeof(queue), "%.*s", (int)qlen, cmd->argv[3] + prefix);
     (void)conn;
+    int q = queue_index_of(srv, queue);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         CASYNQ_LOG(srv->lg, CASYNQ_LOG_WARN,
                    "recoverer could not list expired leases: %s",
@@ -791,7 +960,7 @@ static void on_lease_expired_list(struct casynq__aconn *conn, redisReply *r,
         Asynq__TaskMessage *msg = casynq__msg_decode(raw->str, raw->len);
 
         if (msg == NULL) {
-            archive_undecodable(srv, queue, id->str, id->len, raw->str,
+            archive_undecodable(srv, q, queue, id->str, id->len, raw->str,
                                 raw->len);
             continue;
         }
@@ -799,6 +968,8 @@ static void on_lease_expired_list(struct casynq__aconn *conn, redisReply *r,
                    "recovering task id=%s type=%s queue=%s whose lease "
                    "expired",
                    msg->id, msg->type, msg->queue);
+        casynq__metrics_count(srv->metrics, q, type_slot(srv, msg->type),
+                              CASYNQ__TC_RECOVERED);
         write_failure(srv, msg, CASYNQ_ETIMEDOUT,
                       casynq__cancel_text(CASYNQ__CANCEL_LEASE), false);
         casynq__msg_free(msg);

@@ -12,8 +12,9 @@
  * Timers on the loop thread, with asynq v0.26.0's cadence: heartbeat every
  * 5 s (server state and lease extension, heartbeat.go), forwarder every
  * delayed-task interval (forwarder.go), recoverer at start and every 60 s
- * (recoverer.go), janitor every janitor interval (janitor.go) and the
- * optional health check. The cancel channel has its own connection,
+ * (recoverer.go), janitor every janitor interval (janitor.go), the
+ * optional health check and, with a metrics address, the refresh of the
+ * queue statistics (server_metrics.c). The cancel channel has its own connection,
  * because a subscribed Redis connection accepts no other commands.
  *
  * Shutdown (server.go, Shutdown): status "closed", no more fetching, wait
@@ -88,12 +89,15 @@ static void *worker_main(void *arg)
         }
         pthread_mutex_unlock(&srv->mu);
 
+        int64_t begin_ns = casynq__mono_ns();
+
         if (casynq_ctx_is_cancelled(&job->ctx)) {
             job->result = CASYNQ_ECANCELED;
         } else {
             job->result =
                     casynq_mux_dispatch(srv->mux, &job->ctx, &job->ctx.task);
         }
+        job->run_ns = casynq__mono_ns() - begin_ns;
 
         job->qnext = NULL;
         pthread_mutex_lock(&srv->mu);
@@ -105,6 +109,20 @@ static void *worker_main(void *arg)
         srv->done_tail = job;
         pthread_mutex_unlock(&srv->mu);
         ev_async_send(srv->loop, &srv->wake);
+    }
+}
+
+/* Records a heartbeat that Redis accepted, for the metrics endpoint. */
+static void on_heartbeat_reply(struct casynq__aconn *conn, redisReply *r,
+                               struct casynq__cmd *cmd, void *ud)
+{
+    struct casynq_server *srv = ud;
+
+    (void)conn;
+    (void)cmd;
+    if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+        atomic_store(&srv->metrics->heartbeat_ok_ms,
+                     casynq__now_unix_ns() / 1000000);
     }
 }
 
@@ -200,7 +218,9 @@ static void write_heartbeat(struct casynq_server *srv)
     }
     casynq__broker_write_server_state(&cmd, &who, sbuf.data, sbuf.len, ids,
                                       infos, lens, i, CASYNQ__HEARTBEAT_TTL_S);
-    if (casynq__aconn_send(&srv->rconn, &cmd, NULL, NULL) != 0) {
+    if (casynq__aconn_send(&srv->rconn, &cmd,
+                           srv->metrics != NULL ? on_heartbeat_reply : NULL,
+                           srv) != 0) {
         casynq__cmd_free(&cmd);
     }
 
@@ -427,6 +447,7 @@ static void on_cmd_connect(struct casynq__aconn *conn, void *ud)
     if (!srv->cleared) {
         write_heartbeat(srv);
     }
+    casynq__server_metrics_refresh(srv);
     casynq__proc_try_fetch(srv);
 }
 
@@ -485,6 +506,7 @@ static void on_shutdown_timer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_stop(loop, &srv->janitor_timer);
     ev_timer_stop(loop, &srv->health_timer);
     ev_timer_stop(loop, &srv->fetch_timer);
+    casynq__server_metrics_loop_stop(srv);
     casynq__aconn_close(&srv->sconn);
     casynq__aconn_close(&srv->rconn);
     ev_async_stop(loop, &srv->wake);
@@ -497,6 +519,9 @@ static void begin_shutdown(struct casynq_server *srv)
     }
     srv->shutting_down = true;
     srv->status = CASYNQ__STATUS_CLOSED;
+    if (srv->metrics != NULL) {
+        atomic_store(&srv->metrics->stopping, true);
+    }
     CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
                "shutting down: waiting up to %lld ms for %d running tasks "
                "(%d handlers busy, including those whose task was already "
@@ -572,6 +597,7 @@ static void *loop_main(void *arg)
 
         start_timer(srv, &srv->health_timer, on_health_timer, every, every);
     }
+    casynq__server_metrics_loop_start(srv);
     casynq_redis_options_describe(&srv->cfg.redis, addr, sizeof(addr));
     CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
                "server %s started: redis %s, concurrency %d, %d queues, %s "
@@ -654,6 +680,10 @@ int casynq_server_create(struct casynq_config *cfg,
         srv->host[0] == '\0') {
         snprintf(srv->host, sizeof(srv->host), "unknown-host");
     }
+    if (casynq__server_metrics_create(srv) != 0) {
+        casynq_server_destroy(srv);
+        return CASYNQ_ENOMEM;
+    }
     srv->pid = (int)getpid();
     casynq__uuid(srv->server_id);
     for (int i = 0; i < 8; i++) {
@@ -708,8 +738,13 @@ int casynq_server_start(struct casynq_server *srv)
     if (rc != 0) {
         return rc;
     }
+    rc = casynq__server_metrics_http_start(srv);
+    if (rc != 0) {
+        return rc;
+    }
     srv->loop = ev_loop_new(EVFLAG_AUTO);
     if (srv->loop == NULL) {
+        casynq__server_metrics_http_stop(srv);
         return casynq__fail(srv->err, CASYNQ_ESYS,
                             "cannot create the event loop");
     }
@@ -717,6 +752,7 @@ int casynq_server_start(struct casynq_server *srv)
     srv->wake.data = srv;
     ev_async_start(srv->loop, &srv->wake);
     srv->status = CASYNQ__STATUS_ACTIVE;
+    srv->idle_wait_ms = CASYNQ__IDLE_WAIT_MIN_MS;
     srv->start_unix_s = casynq__now_unix_s();
     for (int i = 0; i < srv->cfg.concurrency; i++) {
         if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0) {
@@ -747,6 +783,7 @@ out_join:
     srv->nworkers = 0;
     ev_loop_destroy(srv->loop);
     srv->loop = NULL;
+    casynq__server_metrics_http_stop(srv);
     return rc;
 }
 
@@ -801,6 +838,7 @@ int casynq_server_shutdown(struct casynq_server *srv)
     }
     ev_loop_destroy(srv->loop);
     srv->loop = NULL;
+    casynq__server_metrics_http_stop(srv);
     srv->shut = true;
     return 0;
 }
@@ -864,6 +902,7 @@ void casynq_server_destroy(struct casynq_server *srv)
     casynq__free((void *)srv->fetch_queues);
     casynq__free((void *)srv->fetch_queues_all);
     casynq__free(srv->workers);
+    casynq__server_metrics_destroy(srv);
     casynq__config_finish(&srv->cfg);
     casynq__free(srv);
 }

@@ -12,7 +12,12 @@
 #include "broker.h"
 #include "config.h"
 #include "ctx.h"
+#include "metrics.h"
 #include "msg.h"
+
+/* First wait after an empty fetch, in ms; it doubles up to the task check
+ * interval. */
+#define CASYNQ__IDLE_WAIT_MIN_MS 1
 
 /* Heartbeat status strings, as asynq writes them in ServerInfo. */
 enum casynq__status {
@@ -30,14 +35,18 @@ struct casynq__job {
     struct casynq__job *qnext; /* run or done queue, under srv->mu */
     struct casynq_server *srv; /* immutable */
     Asynq__TaskMessage *msg;   /* owned; immutable while running */
-    int queue_index;           /* immutable */
+    int queue_index;           /* index into cfg.queues; immutable */
+    int type_slot;             /* metrics type slot; immutable */
     struct casynq_ctx ctx;
     int64_t start_unix_ms;        /* immutable */
     int64_t lease_expiry_unix_ms; /* loop thread only */
     ev_timer deadline_timer;      /* loop thread only */
     bool decided;                 /* loop thread: outcome already sent */
+    bool done_queued;             /* loop thread: in srv->done_batch */
     bool in_active_list;          /* loop thread only */
     int result;                   /* written by the worker before done */
+    int64_t run_ns;               /* handler run time, written by the
+                                   * worker before done */
 };
 
 struct casynq_server {
@@ -84,8 +93,10 @@ struct casynq_server {
     struct casynq__aconn sconn; /* cancel channel subscription */
     enum casynq__status status;
     int64_t start_unix_s;
-    int busy;      /* jobs handed to workers, not back */
-    bool fetching; /* a dequeue is in flight */
+    int busy;                       /* jobs handed to workers, not back */
+    bool fetching;                  /* a dequeue is in flight */
+    struct casynq__job *done_batch; /* done writes of this pass, loop */
+    int64_t idle_wait_ms; /* next wait after an empty fetch, loop only */
     bool shutting_down;
     int64_t shutdown_deadline_ms; /* mono */
     struct casynq__job *active;   /* jobs whose lease we hold */
@@ -101,6 +112,13 @@ struct casynq_server {
     struct casynq__pending_write *unsent; /* completion writes to resend */
     int64_t last_fetch_error_log_ms;
     bool cleared; /* heartbeat keys removed */
+
+    /* Metrics, when cfg.metrics_addr is set; NULL otherwise. The HTTP
+     * thread reads `metrics` from casynq_server_start() until
+     * casynq_server_shutdown() stops it. */
+    struct casynq__metrics *metrics;
+    struct casynq__metrics_http *http; /* setup thread only */
+    ev_timer metrics_timer;            /* loop thread only */
 };
 
 /* A completion write that failed for lack of a connection, kept until it
@@ -131,6 +149,28 @@ uint64_t casynq__proc_random(struct casynq_server *srv);
 void casynq__proc_send_write(struct casynq_server *srv, struct casynq__cmd *cmd,
                              const char *id, const char *queue,
                              const char *what);
+
+/* server_metrics.c: the metrics endpoint and the queue statistics. Each
+ * does nothing when the server has no metrics address. */
+
+/* Allocates srv->metrics. Returns: 0 or CASYNQ_ENOMEM. Thread: setup. */
+int casynq__server_metrics_create(struct casynq_server *srv);
+/* Frees srv->metrics. Thread: setup, after the HTTP thread stopped. */
+void casynq__server_metrics_destroy(struct casynq_server *srv);
+/* Starts the HTTP endpoint.
+ * Returns: 0, or CASYNQ_ESYS / CASYNQ_ENOMEM with a message in srv->err.
+ * Thread: setup. */
+int casynq__server_metrics_http_start(struct casynq_server *srv);
+/* Stops the HTTP endpoint. Thread: setup. */
+void casynq__server_metrics_http_stop(struct casynq_server *srv);
+/* Attaches the connection counters and starts the refresh timer.
+ * Thread: loop, before ev_run. */
+void casynq__server_metrics_loop_start(struct casynq_server *srv);
+/* Stops the refresh timer. Thread: loop. */
+void casynq__server_metrics_loop_stop(struct casynq_server *srv);
+/* Reads the queue statistics now unless a read is in flight or Redis is
+ * not connected. Thread: loop. */
+void casynq__server_metrics_refresh(struct casynq_server *srv);
 
 /* server.c: puts a job on the run queue for the workers. Thread: loop. */
 void casynq__server_submit(struct casynq_server *srv, struct casynq__job *job);

@@ -40,6 +40,14 @@ int64_t casynq__mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t casynq__mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 void casynq__uuid(char out[CASYNQ__UUID_LEN + 1])
 {
     uuid_t id;

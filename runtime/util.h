@@ -21,6 +21,9 @@ int64_t casynq__now_unix_s(void);
 /* Monotonic time in milliseconds, for the runtime's own timers. */
 int64_t casynq__mono_ms(void);
 
+/* Monotonic time in nanoseconds, for durations. Thread: any. */
+int64_t casynq__mono_ns(void);
+
 /* Writes a random (version 4) UUID in lowercase 8-4-4-4-12 form and a NUL
  * into out, which must hold CASYNQ__UUID_LEN + 1 bytes. Thread: any. */
 void casynq__uuid(char out[CASYNQ__UUID_LEN + 1]);

@@ -20,6 +20,10 @@ PACKAGES=(
     redis-server
     uuid-dev
     libmd-dev
+    # The server's metrics endpoint.
+    libmicrohttpd-dev
+    # promtool and prometheus, which the monitoring tests run.
+    prometheus
 )
 
 # Oldest Go that builds tests/interop, because github.com/hibiken/asynq

@@ -44,6 +44,7 @@ enum {
     OPT_SHUTDOWN_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_DEMO_HANDLERS,
+    OPT_METRICS_ADDR,
 };
 
 static const struct option long_options[] = {
@@ -55,6 +56,7 @@ static const struct option long_options[] = {
         {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"demo-handlers", no_argument, NULL, OPT_DEMO_HANDLERS},
+        {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -99,6 +101,13 @@ static void print_help(FILE *out)
             "  --demo-handlers          register the bundled demo handlers\n"
             "                           (demo:noop, demo:echo, demo:sleep,\n"
             "                           demo:fail, demo:spin)\n"
+            "  --metrics-addr ADDR      serve Prometheus metrics at\n"
+            "                           http://ADDR/metrics and a health "
+            "check\n"
+            "                           at /healthz; ADDR is host:port, "
+            ":port\n"
+            "                           or port, and without a host only\n"
+            "                           127.0.0.1 is used (default: off)\n"
             "  -h, --help               print this help and exit\n"
             "  -V, --version            print the version and exit\n"
             "\n"
@@ -206,6 +215,13 @@ static int handle_option(int opt, const char *arg, struct worker_args *args)
         return 0;
     case OPT_DEMO_HANDLERS:
         args->demo_handlers = true;
+        return 0;
+    case OPT_METRICS_ADDR:
+        rc = worker_config_set_metrics_addr(&args->flags, arg, err,
+                                            sizeof(err));
+        if (rc != 0) {
+            return usage_error("invalid --metrics-addr value: %s", err);
+        }
         return 0;
     case 'h':
         args->help = true;

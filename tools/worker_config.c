@@ -102,6 +102,7 @@ void worker_config_init(struct worker_config *c)
 void worker_config_finish(struct worker_config *c)
 {
     free(c->redis_url);
+    free(c->metrics_addr);
     free_queues(c->queues, c->queue_count);
     worker_config_init(c);
 }
@@ -367,6 +368,34 @@ int worker_config_set_redis_url(struct worker_config *c, const char *url,
     return 0;
 }
 
+int worker_config_set_metrics_addr(struct worker_config *c, const char *addr,
+                                   char *err, size_t errlen)
+{
+    struct casynq_config *cfg = NULL;
+    char *copy;
+    int rc;
+
+    rc = casynq_config_create(&cfg);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = casynq_config_set_metrics_addr(cfg, addr);
+    if (rc != 0) {
+        set_err(err, errlen, "%s", casynq_config_last_error(cfg));
+        casynq_config_destroy(cfg);
+        return rc;
+    }
+    casynq_config_destroy(cfg);
+
+    copy = copy_string(addr);
+    if (copy == NULL) {
+        return CASYNQ_ENOMEM;
+    }
+    free(c->metrics_addr);
+    c->metrics_addr = copy;
+    return 0;
+}
+
 /* ------------------------------------------------------------------------
  * JSON keys
  */
@@ -440,7 +469,7 @@ static int key_redis(const struct load_ctx *ctx, const cJSON *item,
 static int key_concurrency(const struct load_ctx *ctx, const cJSON *item,
                            struct worker_config *c)
 {
-    double v;
+    double v = 0;
     int rc = json_int(ctx, item, "concurrency", 1, INT_MAX, &v);
 
     if (rc == 0) {
@@ -552,7 +581,7 @@ static int key_shutdown_timeout_s(const struct load_ctx *ctx, const cJSON *item,
 static int key_interval_ms(const struct load_ctx *ctx, const cJSON *item,
                            const char *key, int64_t *out)
 {
-    double v;
+    double v = 0;
     int rc = json_int(ctx, item, key, 1, JSON_MAX_EXACT_INT, &v);
 
     if (rc == 0) {
@@ -587,7 +616,7 @@ static int key_janitor_interval_ms(const struct load_ctx *ctx,
 static int key_janitor_batch_size(const struct load_ctx *ctx, const cJSON *item,
                                   struct worker_config *c)
 {
-    double v;
+    double v = 0;
     int rc = json_int(ctx, item, "janitor_batch_size", 1, INT_MAX, &v);
 
     if (rc == 0) {
@@ -613,6 +642,39 @@ static int key_log_level(const struct load_ctx *ctx, const cJSON *item,
     return 0;
 }
 
+static int key_metrics_addr(const struct load_ctx *ctx, const cJSON *item,
+                            struct worker_config *c)
+{
+    char msg[512];
+    int rc;
+
+    if (!cJSON_IsString(item)) {
+        describe_json(item, msg, sizeof(msg));
+        return fail(ctx,
+                    "key \"metrics_addr\" must be a string such as "
+                    "\"127.0.0.1:9464\", got %s",
+                    msg);
+    }
+    rc = worker_config_set_metrics_addr(c, item->valuestring, msg, sizeof(msg));
+    if (rc == CASYNQ_EINVAL) {
+        return fail(ctx, "key \"metrics_addr\": %s", msg);
+    }
+    return rc;
+}
+
+static int key_metrics_interval_ms(const struct load_ctx *ctx,
+                                   const cJSON *item, struct worker_config *c)
+{
+    double v = 0;
+    int rc = json_int(ctx, item, "metrics_interval_ms",
+                      WORKER_MIN_METRICS_INTERVAL_MS, JSON_MAX_EXACT_INT, &v);
+
+    if (rc == 0) {
+        c->metrics_interval_ms = (int64_t)v;
+    }
+    return rc;
+}
+
 static const struct {
     const char *key;
     int (*read)(const struct load_ctx *ctx, const cJSON *item,
@@ -628,6 +690,8 @@ static const struct {
         {"janitor_interval_ms", key_janitor_interval_ms},
         {"janitor_batch_size", key_janitor_batch_size},
         {"log_level", key_log_level},
+        {"metrics_addr", key_metrics_addr},
+        {"metrics_interval_ms", key_metrics_interval_ms},
 };
 
 #define CONFIG_KEY_COUNT (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -963,6 +1027,18 @@ int worker_config_merge(struct worker_config *base,
         base->log_level_set = true;
         base->log_level = over->log_level;
     }
+    if (over->metrics_addr != NULL) {
+        char *copy = copy_string(over->metrics_addr);
+
+        if (copy == NULL) {
+            return CASYNQ_ENOMEM;
+        }
+        free(base->metrics_addr);
+        base->metrics_addr = copy;
+    }
+    if (over->metrics_interval_ms != 0) {
+        base->metrics_interval_ms = over->metrics_interval_ms;
+    }
     return 0;
 }
 
@@ -1063,6 +1139,12 @@ int worker_config_apply(const struct worker_config *c,
     }
     if (rc == 0 && c->log_level_set) {
         rc = casynq_config_set_log(cfg, NULL, NULL, c->log_level);
+    }
+    if (rc == 0 && c->metrics_addr != NULL) {
+        rc = casynq_config_set_metrics_addr(cfg, c->metrics_addr);
+    }
+    if (rc == 0 && c->metrics_interval_ms != 0) {
+        rc = casynq_config_set_metrics_interval_ms(cfg, c->metrics_interval_ms);
     }
     if (rc != 0) {
         const char *msg = casynq_config_last_error(cfg);

@@ -18,6 +18,9 @@
  * fails instead of filling memory. */
 #define WORKER_CONFIG_FILE_MAX (1024 * 1024)
 
+/* Smallest metrics interval the library accepts, in milliseconds. */
+#define WORKER_MIN_METRICS_INTERVAL_MS 100
+
 /* Library defaults restated here because casynq_config_set_janitor() sets
  * the janitor interval and batch size together and struct casynq_config
  * has no getters. They match the defaults documented in casynq.h. */
@@ -46,6 +49,8 @@ struct worker_config {
     int janitor_batch_size;                 /* >= 1; 0: unset */
     bool log_level_set;                     /* false: unset */
     enum casynq_log_level log_level;        /* read when _set is true */
+    char *metrics_addr;                     /* owned; NULL: unset */
+    int64_t metrics_interval_ms;            /* >= 100; 0: unset */
 };
 
 /* Sets every field of c to "unset". Thread: any. */
@@ -100,6 +105,15 @@ int worker_config_set_redis_url(struct worker_config *c, const char *url,
  * Thread: one thread at a time. */
 int worker_config_parse_queues(const char *spec, struct worker_config *c,
                                char *err, size_t errlen);
+
+/* Checks that addr is a metrics address that
+ * casynq_config_set_metrics_addr() accepts and stores a copy in
+ * c->metrics_addr.
+ * Returns: 0, CASYNQ_EINVAL (the library's message in err),
+ *          CASYNQ_ENOMEM.
+ * Thread: one thread at a time. */
+int worker_config_set_metrics_addr(struct worker_config *c, const char *addr,
+                                   char *err, size_t errlen);
 
 /* Parses a decimal integer in [min, INT_MAX] with no sign, space or other
  * characters. Returns: 0 or CASYNQ_EINVAL. Thread: any. */

@@ -16,8 +16,11 @@
 -- state=active and loses pending_since, and the lease set gets the ID with
 -- the lease expiry as score.
 --
--- Returns a flat array of triples: queue index (1-based, in KEYS order),
--- task ID, encoded TaskMessage. The array is empty when no queue had a task.
+-- Returns a flat array of quadruples: queue index (1-based, in KEYS order),
+-- task ID, encoded TaskMessage, and the pending_since field the hash had
+-- (unix ns as stored, or nil when it had none, as after a requeue). The
+-- array is empty when no queue had a task. pending_since is returned so that
+-- the server can measure how long each task waited in pending.
 --
 -- An ID whose hash has no msg field (usually because the hash is gone) is
 -- removed from active again, gets no lease and no hash write, and is
@@ -64,7 +67,8 @@ for queue = 1, queue_count do
             dequeued_count = dequeued_count + 1
 
             local task_key = task_key_prefix .. id
-            local msg = redis.call("HGET", task_key, "msg")
+            local fields = redis.call("HMGET", task_key, "msg", "pending_since")
+            local msg = fields[1]
             if msg then
                 redis.call("HSET", task_key, "state", "active")
                 redis.call("HDEL", task_key, "pending_since")
@@ -78,6 +82,7 @@ for queue = 1, queue_count do
             result[#result + 1] = queue
             result[#result + 1] = id
             result[#result + 1] = msg
+            result[#result + 1] = fields[2]
         end
     end
 end

@@ -1,6 +1,6 @@
 /* Integration tests of the broker's dequeue script: queue order, paused
- * queues, batches, the active state and lease, and IDs whose task hash is
- * gone. */
+ * queues, batches, the active state and lease, IDs whose task hash is
+ * gone, and the pending_since it returns. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -295,6 +295,40 @@ static void test_dequeue_zero_max_rejected(void **state)
     test_task_free(&task);
 }
 
+static void test_dequeue_returns_pending_since(void **state)
+{
+    struct broker_fixture *fx = *state;
+    const char *const queues[] = {"default"};
+    int64_t since_ns = INT64_C(1700000000123456789);
+    char err[CASYNQ__ERRBUF_SIZE] = "";
+    struct dequeue_result res;
+    struct test_task task;
+    struct casynq__cmd cmd;
+
+    test_task_init(&task, "default", "job", "waited", NULL);
+    casynq__broker_enqueue(&cmd, task.queue, task.id, task.msg.data,
+                           task.msg.len, since_ns, NULL, 0);
+    assert_int_equal(broker_exec_enqueue(fx, &cmd, err), 0);
+
+    dequeue(fx, queues, 1, casynq__now_unix_s() + CASYNQ__LEASE_S, 1, &res);
+    assert_int_equal(res.n, 1);
+    assert_dequeued(&res, 0, 0, &task);
+    assert_int_equal(res.out[0].pending_since_ns, since_ns);
+    freeReplyObject(res.reply);
+
+    /* A requeue at shutdown writes no pending_since, as asynq's does, so
+     * the next dequeue reports none. */
+    casynq__broker_requeue(&cmd, task.queue, task.id);
+    assert_int_equal(broker_exec_status(fx, &cmd, err), 0);
+    dequeue(fx, queues, 1, casynq__now_unix_s() + CASYNQ__LEASE_S, 1, &res);
+    assert_int_equal(res.n, 1);
+    assert_dequeued(&res, 0, 0, &task);
+    assert_int_equal(res.out[0].pending_since_ns, 0);
+    freeReplyObject(res.reply);
+
+    test_task_free(&task);
+}
+
 #define BROKER_TEST(fn)                                                       \
     cmocka_unit_test_setup_teardown(fn, broker_fixture_setup,                 \
                                     broker_fixture_teardown)
@@ -309,6 +343,7 @@ int main(void)
         BROKER_TEST(test_dequeue_missing_hash_drops_id),
         BROKER_TEST(test_dequeue_empty_queues_return_zero),
         BROKER_TEST(test_dequeue_zero_max_rejected),
+        BROKER_TEST(test_dequeue_returns_pending_since),
     };
 
     broker_count_allocations();

@@ -107,6 +107,54 @@ static void test_done_pending_task_not_found(void **state)
     test_task_free(&task);
 }
 
+/* Three tasks in one done_batch call: a plain one, one that is still
+ * pending (done's NOT FOUND), and one more plain one after it, which must
+ * still be done. */
+static void test_done_batch_matches_done_per_task(void **state)
+{
+    struct broker_fixture *fx = *state;
+    struct test_task first;
+    struct test_task pending;
+    struct test_task last;
+    struct stats_keys k;
+    struct casynq__cmd cmd;
+    int64_t now_s = casynq__now_unix_s();
+    redisReply *reply;
+
+    stats_keys(&k, now_s);
+    test_task_init(&first, QUEUE, "job", "first", NULL);
+    test_task_init(&pending, QUEUE, "job", "pending", NULL);
+    test_task_init(&last, QUEUE, "job", "last", NULL);
+    broker_activate_task(fx, &first, lease_expiry());
+    broker_activate_task(fx, &last, lease_expiry());
+    broker_enqueue_task(fx, &pending);
+
+    const struct casynq__done_item items[] = {
+            {first.id, NULL}, {pending.id, ""}, {last.id, NULL}};
+    casynq__broker_done_batch(&cmd, QUEUE, items, 3, now_s);
+    reply = broker_exec(fx, &cmd);
+    assert_int_equal(reply->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(reply->elements, 3);
+    assert_int_equal(reply->element[0]->integer, 1);
+    assert_int_equal(reply->element[1]->integer, 0);
+    assert_int_equal(reply->element[2]->integer, 1);
+    freeReplyObject(reply);
+
+    assert_key_missing(fx->redis, keyf("asynq:{%s}:t:%s", QUEUE, first.id));
+    assert_key_missing(fx->redis, keyf("asynq:{%s}:t:%s", QUEUE, last.id));
+    assert_not_active(fx->redis, first.id);
+    assert_not_active(fx->redis, last.id);
+    assert_hash_field(fx->redis, keyf("asynq:{%s}:t:%s", QUEUE, pending.id),
+                      "state", "pending");
+    assert_counters(fx->redis, k.processed_daily, k.processed_total, 2,
+                    now_s);
+    assert_key_missing(fx->redis, k.failed_daily);
+
+    test_task_free(&first);
+    test_task_free(&pending);
+    test_task_free(&last);
+}
+
 /* Enqueues a unique task with the real script and makes it active. */
 static void activate_unique(struct broker_fixture *fx, struct test_task *task,
                             struct casynq__buf *lock, const char *payload)
@@ -152,6 +200,39 @@ static void test_done_unique_releases_own_lock(void **state)
 
     casynq__buf_free(&lock);
     test_task_free(&task);
+}
+
+/* done_batch releases the lock of a unique task it finishes, as
+ * done_unique does, and leaves the plain task beside it alone. */
+static void test_done_batch_releases_unique_lock(void **state)
+{
+    struct broker_fixture *fx = *state;
+    struct casynq__buf lock = {0};
+    struct test_task unique;
+    struct test_task plain;
+    struct casynq__cmd cmd;
+    redisReply *reply;
+
+    test_task_init(&plain, QUEUE, "job", "plain", NULL);
+    broker_activate_task(fx, &plain, lease_expiry());
+    activate_unique(fx, &unique, &lock, "batch lock");
+    assert_string_value(fx->redis, lock.data, unique.id);
+
+    const struct casynq__done_item items[] = {{plain.id, NULL},
+                                              {unique.id, lock.data}};
+    casynq__broker_done_batch(&cmd, QUEUE, items, 2,
+                              casynq__now_unix_s());
+    reply = broker_exec(fx, &cmd);
+    assert_int_equal(reply->elements, 2);
+    assert_int_equal(reply->element[0]->integer, 1);
+    assert_int_equal(reply->element[1]->integer, 1);
+    freeReplyObject(reply);
+    assert_key_missing(fx->redis, lock.data);
+    assert_key_missing(fx->redis, keyf("asynq:{%s}:t:%s", QUEUE, unique.id));
+
+    casynq__buf_free(&lock);
+    test_task_free(&unique);
+    test_task_free(&plain);
 }
 
 static void test_done_unique_keeps_foreign_lock(void **state)
@@ -620,6 +701,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         BROKER_TEST(test_done_deletes_task_and_counts),
         BROKER_TEST(test_done_pending_task_not_found),
+        BROKER_TEST(test_done_batch_matches_done_per_task),
+        BROKER_TEST(test_done_batch_releases_unique_lock),
         BROKER_TEST(test_done_unique_releases_own_lock),
         BROKER_TEST(test_done_unique_keeps_foreign_lock),
         BROKER_TEST(test_done_wraps_processed_total),

@@ -773,6 +773,44 @@ static void test_server_start_unreachable_redis_fails(void **state)
 #define SERVER_TEST(fn)                                                       \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
+static void test_lease_extended_in_task_queue(void **state)
+{
+    struct fixture *fx = *state;
+    char id[CASYNQ__UUID_LEN + 1];
+    const char *lease_key = "asynq:{urgent}:lease";
+    int64_t first;
+    int64_t deadline;
+
+    /* Strict priority fetches "urgent" first although it is the second
+     * queue of the configuration, so the queue's position in the dequeue
+     * differs from its index in the configuration. */
+    assert_int_equal(casynq_config_set_queue(fx->cfg, "urgent", 5), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
+    register_handlers(fx);
+    enqueue(fx, "hold:lease", options_new("urgent"), id);
+    start_server(fx);
+
+    deadline = casynq__mono_ms() + WAIT_MS;
+    while (!atomic_load(&fx->started) && casynq__mono_ms() < deadline) {
+        sleep_ms(POLL_MS);
+    }
+    assert_true(atomic_load(&fx->started));
+    first = redis_zscore(fx->redis, lease_key, id);
+    assert_true(first > 0);
+
+    /* The heartbeat extends the lease every 5 s, in the task's own queue. */
+    deadline = casynq__mono_ms() + WAIT_MS;
+    while (redis_zscore(fx->redis, lease_key, id) <= first &&
+           casynq__mono_ms() < deadline) {
+        sleep_ms(100);
+    }
+    if (redis_zscore(fx->redis, lease_key, id) <= first) {
+        fail_msg("the lease of task %s in %s stayed at %lld for %d ms",
+                 id, lease_key, (long long)first, WAIT_MS);
+    }
+    atomic_store(&fx->release, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -781,6 +819,7 @@ int main(void)
         SERVER_TEST(test_janitor_deletes_expired_completed_task),
         SERVER_TEST(test_archive_trims_to_max_size),
         SERVER_TEST(test_heartbeat_writes_and_clears_server_state),
+        SERVER_TEST(test_lease_extended_in_task_queue),
         SERVER_TEST(test_server_stop_reports_stopped_and_takes_no_tasks),
         SERVER_TEST(test_config_bad_queue_weight_rejected),
         SERVER_TEST(test_config_empty_queue_name_rejected),

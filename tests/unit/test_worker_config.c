@@ -205,6 +205,8 @@ static void test_load_example_file_valid(void **state)
     assert_int_not_equal(f->cfg.janitor_interval_ms, 0);
     assert_int_not_equal(f->cfg.janitor_batch_size, 0);
     assert_true(f->cfg.log_level_set);
+    assert_non_null(f->cfg.metrics_addr);
+    assert_int_not_equal(f->cfg.metrics_interval_ms, 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -309,6 +311,12 @@ static void test_load_out_of_range_names_key(void **state)
              "key \"log_level\" must be one of \"debug\", \"info\", "
              "\"warn\" or \"error\", got \"verbose\""},
             {"{\"redis\": \"http://example\"}", "key \"redis\""},
+            {"{\"metrics_addr\": \"localhost:9464\"}",
+             "key \"metrics_addr\": metrics address \"localhost:9464\""},
+            {"{\"metrics_addr\": 9464}",
+             "key \"metrics_addr\" must be a string"},
+            {"{\"metrics_interval_ms\": 99}",
+             "key \"metrics_interval_ms\" must be an integer from 100"},
     };
 
     assert_bad_values(*state, cases, sizeof(cases) / sizeof(cases[0]));
