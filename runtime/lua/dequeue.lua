@@ -59,6 +59,8 @@ for queue = 1, queue_count do
     local task_key_prefix = ARGV[queue + 2]
 
     if redis.call("EXISTS", paused) == 0 then
+        -- The leases of this queue's tasks go out in one ZADD below.
+        local leased = {}
         while dequeued_count < max_tasks do
             local id = redis.call("RPOPLPUSH", pending, active)
             if not id then
@@ -72,7 +74,8 @@ for queue = 1, queue_count do
             if msg then
                 redis.call("HSET", task_key, "state", "active")
                 redis.call("HDEL", task_key, "pending_since")
-                redis.call("ZADD", lease, lease_expiry, id)
+                leased[#leased + 1] = lease_expiry
+                leased[#leased + 1] = id
             else
                 -- RPOPLPUSH put the ID at the head of active, so the first
                 -- match from the head is the copy pushed just now.
@@ -83,6 +86,9 @@ for queue = 1, queue_count do
             result[#result + 1] = id
             result[#result + 1] = msg
             result[#result + 1] = fields[2]
+        end
+        if #leased > 0 then
+            redis.call("ZADD", lease, unpack(leased))
         end
     end
 end

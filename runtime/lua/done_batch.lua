@@ -25,6 +25,7 @@ if n == nil or n < 1 or #ARGV ~= 3 + 2 * n or #KEYS < 4 + n then
 end
 
 local results = {}
+local done = 0
 for i = 1, n do
     local id = ARGV[2 + 2 * i]
     local unique = tonumber(ARGV[3 + 2 * i])
@@ -32,21 +33,35 @@ for i = 1, n do
         and redis.call("ZREM", KEYS[2], id) ~= 0
         and redis.call("DEL", KEYS[4 + i]) ~= 0
     if ok then
-        if redis.call("INCR", KEYS[3]) == 1 then
-            redis.call("EXPIREAT", KEYS[3], ARGV[1])
-        end
-        if redis.call("GET", KEYS[4]) == ARGV[2] then
-            redis.call("SET", KEYS[4], "1")
-        else
-            redis.call("INCR", KEYS[4])
-        end
         if unique ~= nil and unique > 0 and
             redis.call("GET", KEYS[unique]) == id then
             redis.call("DEL", KEYS[unique])
         end
+        done = done + 1
         results[i] = 1
     else
         results[i] = 0
+    end
+end
+
+-- The counters move once for the whole batch. The daily key was created
+-- by this call when INCRBY returns the batch size, which is when done
+-- sets its expiry. The total takes one INCRBY unless that would pass
+-- INT64_MAX; then each increment is applied as done applies it, wrapping
+-- to 1 at INT64_MAX.
+if done > 0 then
+    if redis.call("INCRBY", KEYS[3], done) == done then
+        redis.call("EXPIREAT", KEYS[3], ARGV[1])
+    end
+    local added = redis.pcall("INCRBY", KEYS[4], done)
+    if type(added) == "table" and added.err then
+        for _ = 1, done do
+            if redis.call("GET", KEYS[4]) == ARGV[2] then
+                redis.call("SET", KEYS[4], "1")
+            else
+                redis.call("INCR", KEYS[4])
+            end
+        end
     end
 end
 return results

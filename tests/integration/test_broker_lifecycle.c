@@ -202,6 +202,41 @@ static void test_done_unique_releases_own_lock(void **state)
     test_task_free(&task);
 }
 
+/* A batch whose increments pass INT64_MAX wraps the total to 1 at
+ * INT64_MAX and goes on counting, as three separate done calls would. */
+static void test_done_batch_wraps_processed_total(void **state)
+{
+    struct broker_fixture *fx = *state;
+    struct test_task tasks[3];
+    struct casynq__done_item items[3];
+    struct stats_keys k;
+    struct casynq__cmd cmd;
+    int64_t now_s = casynq__now_unix_s();
+    redisReply *reply;
+
+    stats_keys(&k, now_s);
+    for (int i = 0; i < 3; i++) {
+        test_task_init(&tasks[i], QUEUE, "job", "wrap", NULL);
+        broker_activate_task(fx, &tasks[i], lease_expiry());
+        items[i].id = tasks[i].id;
+        items[i].unique_key = NULL;
+    }
+    freeReplyObject(redis_run(fx->redis, "SET %s 9223372036854775806",
+                              k.processed_total));
+
+    casynq__broker_done_batch(&cmd, QUEUE, items, 3, now_s);
+    reply = broker_exec(fx, &cmd);
+    assert_int_equal(reply->elements, 3);
+    freeReplyObject(reply);
+    /* MAX-1 -> MAX, then wrap to 1, then 2. */
+    assert_int_equal(redis_get_int(fx->redis, k.processed_total), 2);
+    assert_int_equal(redis_get_int(fx->redis, k.processed_daily), 3);
+
+    for (int i = 0; i < 3; i++) {
+        test_task_free(&tasks[i]);
+    }
+}
+
 /* done_batch releases the lock of a unique task it finishes, as
  * done_unique does, and leaves the plain task beside it alone. */
 static void test_done_batch_releases_unique_lock(void **state)
@@ -703,6 +738,7 @@ int main(void)
         BROKER_TEST(test_done_pending_task_not_found),
         BROKER_TEST(test_done_batch_matches_done_per_task),
         BROKER_TEST(test_done_batch_releases_unique_lock),
+        BROKER_TEST(test_done_batch_wraps_processed_total),
         BROKER_TEST(test_done_unique_releases_own_lock),
         BROKER_TEST(test_done_unique_keeps_foreign_lock),
         BROKER_TEST(test_done_wraps_processed_total),
