@@ -16,13 +16,20 @@
  * so a huge header is answered with an error status or a closed
  * connection instead of growing memory.
  *
+ * libmicrohttpd is loaded with dlopen() when an endpoint starts, not
+ * linked: its TLS dependencies (GnuTLS and friends) add about 2.5 MiB of
+ * resident memory to every process that maps them, and a worker without a
+ * metrics address should not pay for that.
+ *
  * Routes: GET or HEAD /metrics (Prometheus text format 0.0.4) and
  * /healthz (200 "ok", or 503 and the reason). Any other path gets 404,
  * any other method 405 with an Allow header. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +52,87 @@ struct casynq__metrics_http {
     const struct casynq__logger *lg; /* borrowed */
     char addr[96];                   /* "host:port" bound, for logs */
 };
+
+/* The libmicrohttpd functions this file calls, resolved by load_mhd(). */
+struct mhd_api {
+    struct MHD_Daemon *(*start_daemon)(unsigned int flags, uint16_t port,
+                                       MHD_AcceptPolicyCallback apc,
+                                       void *apc_cls,
+                                       MHD_AccessHandlerCallback dh,
+                                       void *dh_cls, ...);
+    void (*stop_daemon)(struct MHD_Daemon *daemon);
+    struct MHD_Response *(*create_response_from_buffer)(
+            size_t size, void *buffer, enum MHD_ResponseMemoryMode mode);
+    struct MHD_Response *(*create_response_from_buffer_with_free_callback)(
+            size_t size, void *buffer, MHD_ContentReaderFreeCallback crfc);
+    enum MHD_Result (*add_response_header)(struct MHD_Response *response,
+                                           const char *header,
+                                           const char *content);
+    enum MHD_Result (*queue_response)(struct MHD_Connection *connection,
+                                      unsigned int status_code,
+                                      struct MHD_Response *response);
+    void (*destroy_response)(struct MHD_Response *response);
+};
+
+static struct mhd_api mhd; /* written once under mhd_once */
+static pthread_once_t mhd_once = PTHREAD_ONCE_INIT;
+static char mhd_error[256]; /* written once under mhd_once */
+
+/* The library's soname on Debian 12 (package libmicrohttpd12), then the
+ * development symlink as a fallback for other systems. */
+static const char *const mhd_names[] = {"libmicrohttpd.so.12",
+                                        "libmicrohttpd.so"};
+
+static void load_mhd_once(void)
+{
+    void *lib = NULL;
+
+    for (size_t i = 0;
+         lib == NULL && i < sizeof(mhd_names) / sizeof(mhd_names[0]); i++) {
+        lib = dlopen(mhd_names[i], RTLD_NOW | RTLD_LOCAL);
+    }
+    if (lib == NULL) {
+        snprintf(mhd_error, sizeof(mhd_error),
+                 "cannot load libmicrohttpd for the metrics endpoint (%s); "
+                 "install the libmicrohttpd12 package",
+                 dlerror());
+        return;
+    }
+    /* POSIX dlsym returns void *; converting it to a function pointer is
+     * the documented way to use it. */
+#define MHD_SYM(field, name)                                                   \
+    do {                                                                       \
+        void *sym = dlsym(lib, name);                                          \
+        if (sym == NULL) {                                                     \
+            snprintf(mhd_error, sizeof(mhd_error),                             \
+                     "libmicrohttpd lacks %s; install libmicrohttpd 0.9.71 "   \
+                     "or later",                                               \
+                     name);                                                    \
+            return;                                                            \
+        }                                                                      \
+        memcpy(&mhd.field, &sym, sizeof(sym));                                 \
+    } while (0)
+    MHD_SYM(start_daemon, "MHD_start_daemon");
+    MHD_SYM(stop_daemon, "MHD_stop_daemon");
+    MHD_SYM(create_response_from_buffer, "MHD_create_response_from_buffer");
+    MHD_SYM(create_response_from_buffer_with_free_callback,
+            "MHD_create_response_from_buffer_with_free_callback");
+    MHD_SYM(add_response_header, "MHD_add_response_header");
+    MHD_SYM(queue_response, "MHD_queue_response");
+    MHD_SYM(destroy_response, "MHD_destroy_response");
+#undef MHD_SYM
+}
+
+/* Loads libmicrohttpd once per process.
+ * Returns: 0, or CASYNQ_ESYS with the reason in errbuf. */
+static int load_mhd(char *errbuf)
+{
+    pthread_once(&mhd_once, load_mhd_once);
+    if (mhd_error[0] != '\0') {
+        return casynq__fail(errbuf, CASYNQ_ESYS, "%s", mhd_error);
+    }
+    return 0;
+}
 
 /* Parses a decimal port of 1 to 65535. */
 static bool parse_port(const char *text, uint16_t *out)
@@ -172,21 +260,21 @@ static enum MHD_Result send_text(struct MHD_Connection *conn,
                                  unsigned int status, const char *text,
                                  const char *allow)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
+    struct MHD_Response *resp = mhd.create_response_from_buffer(
             strlen(text), (void *)(uintptr_t)text, MHD_RESPMEM_PERSISTENT);
     enum MHD_Result rc;
 
     if (resp == NULL) {
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             CONTENT_TYPE_TEXT);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (allow != NULL) {
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+        mhd.add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     }
-    rc = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
+    rc = mhd.queue_response(conn, status, resp);
+    mhd.destroy_response(resp);
     return rc;
 }
 
@@ -202,17 +290,17 @@ static enum MHD_Result send_metrics(struct casynq__metrics_http *h,
         return send_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR,
                          "out of memory while formatting the metrics\n", NULL);
     }
-    resp = MHD_create_response_from_buffer_with_free_callback(
+    resp = mhd.create_response_from_buffer_with_free_callback(
             body.len, body.data, casynq__free);
     if (resp == NULL) {
         casynq__buf_free(&body);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             CONTENT_TYPE_METRICS);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    rc = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    rc = mhd.queue_response(conn, MHD_HTTP_OK, resp);
+    mhd.destroy_response(resp);
     return rc;
 }
 
@@ -225,17 +313,17 @@ static enum MHD_Result send_health(struct casynq__metrics_http *h,
     enum MHD_Result rc;
 
     strcat(text, "\n");
-    resp = MHD_create_response_from_buffer(strlen(text), text,
+    resp = mhd.create_response_from_buffer(strlen(text), text,
                                            MHD_RESPMEM_MUST_COPY);
     if (resp == NULL) {
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             CONTENT_TYPE_TEXT);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    rc = MHD_queue_response(
+    mhd.add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    rc = mhd.queue_response(
             conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, resp);
-    MHD_destroy_response(resp);
+    mhd.destroy_response(resp);
     return rc;
 }
 
@@ -336,6 +424,10 @@ int casynq__metrics_http_start(struct casynq__metrics_http **out,
     if (rc != 0) {
         return rc;
     }
+    rc = load_mhd(errbuf);
+    if (rc != 0) {
+        return rc;
+    }
     h = casynq__calloc(1, sizeof(*h));
     if (h == NULL) {
         return CASYNQ_ENOMEM;
@@ -346,7 +438,7 @@ int casynq__metrics_http_start(struct casynq__metrics_http **out,
     if (sa.ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
-    h->daemon = MHD_start_daemon(
+    h->daemon = mhd.start_daemon(
             flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
             on_mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,
@@ -375,6 +467,6 @@ void casynq__metrics_http_stop(struct casynq__metrics_http *h)
     if (h == NULL) {
         return;
     }
-    MHD_stop_daemon(h->daemon);
+    mhd.stop_daemon(h->daemon);
     casynq__free(h);
 }
