@@ -30,9 +30,12 @@ PACKAGES=(
 # v0.26.0 declares "go 1.24.0" in its go.mod.
 GO_MIN_VERSION=1.24
 # Debian package tried when no go of at least GO_MIN_VERSION is found.
-# NOTE: bookworm's golang-go is Go 1.19, which is too old, so on Debian 12 Go
-# has to come from https://go.dev/dl/ (installed under /usr/local/go).
 GO_PACKAGE=golang-go
+# bookworm's golang-go is Go 1.19, which is too old. Then set-up installs
+# this Go release into /usr/local/go from the Go module proxy, where every
+# release is published as the module golang.org/toolchain.
+GO_TOOLCHAIN_RELEASE=1.24.13
+GO_INSTALL_DIR=/usr/local/go
 
 LOG_PREFIX=setup
 # shellcheck source=scripts/lib.sh
@@ -222,21 +225,33 @@ main()
     fi
 
     # Installing golang-go helps only where its version is new enough, which
-    # bookworm's is not.
+    # bookworm's is not; then the toolchain comes from the Go module proxy.
+    local go_from_proxy=0
     if ! check_go; then
         go_candidate=$(candidate_version "$GO_PACKAGE")
         if [[ -n $go_candidate ]] &&
             version_at_least "$go_candidate" "$GO_MIN_VERSION"; then
             missing+=("$GO_PACKAGE")
+        elif [[ ! -e $GO_INSTALL_DIR ]]; then
+            go_from_proxy=1
         else
             go_error="apt offers $GO_PACKAGE ${go_candidate:-(none)}, older"
-            go_error+=" than the required Go $GO_MIN_VERSION;"
+            go_error+=" than the required Go $GO_MIN_VERSION, and"
+            go_error+=" $GO_INSTALL_DIR already exists;"
             go_error+=" $(go_install_hint)"
         fi
     fi
 
     if ((${#missing[@]})); then
         install_packages "${missing[@]}"
+    fi
+    if ((go_from_proxy)); then
+        run "${ROOT_PREFIX[@]}" python3 "$root/scripts/install_go_toolchain.py" \
+            "$GO_TOOLCHAIN_RELEASE" "$(dpkg --print-architecture)" \
+            "$GO_INSTALL_DIR" ||
+            die "installing Go $GO_TOOLCHAIN_RELEASE from the Go module" \
+                "proxy failed; $(go_install_hint)"
+        add_go_to_path
     fi
 
     if [[ -n $go_error ]]; then
