@@ -83,7 +83,7 @@ def main(argv):
                     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR |
                              stat.S_IXGRP | stat.S_IXOTH)
         if not os.path.exists(os.path.join(staging, "bin", "go")):
-            sys.stderr.write(f"install_go_toolchain: {url} holds no "
+            sys.stderr.write(f"install_go_toolchain: {url} contains no "
                              f"bin/go\n")
             return 1
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
