@@ -709,6 +709,25 @@ CASYNQ_API int casynq_config_set_log(struct casynq_config *cfg,
 CASYNQ_API int casynq_config_set_metrics_addr(struct casynq_config *cfg,
                                               const char *addr);
 
+/* Described in the section "Rate limits and admission" below. */
+struct casynq_limiter;
+
+/* Makes the metrics endpoint export the rejection counts of lim as
+ * casynq_enqueue_rejected_total{limit="<limit name>"}, one series per
+ * limit that casynq_limiter_rejections_at() lists, read at each scrape.
+ * Limits of different limiters that share a name are summed into one
+ * series. Use it in a process that enqueues through lim and also runs this
+ * server with a metrics address; without one, nothing is exported. At most
+ * 8 limiters per configuration, each attached once.
+ * Returns: 0, CASYNQ_EINVAL (NULL lim, lim already attached, or 8
+ *          limiters attached already; the message names the cause).
+ * Ownership: lim is borrowed and must outlive every server created from
+ *            cfg. Configure lim before casynq_server_start() and change
+ *            it no more afterwards, because a scrape reads its limit names.
+ * Thread: setup. */
+CASYNQ_API int casynq_config_add_limiter(struct casynq_config *cfg,
+                                         const struct casynq_limiter *lim);
+
 /* Sets how often the server reads the queue statistics (the asynq_
  * metrics) from Redis and ends a worker utilization interval, in
  * milliseconds (>= 100, default 5000). A scrape never reads Redis itself.
@@ -866,9 +885,11 @@ casynq_limiter_last_error(const struct casynq_limiter *l);
 
 /* Adds a rate limit named `name`: bursts of up to `burst` enqueues, and
  * `rate_per_s` enqueues per second on average. `match` is described with
- * enum casynq_limit_scope. Names are 1 to 128 bytes, not blank and without
- * '{' or '}', and unique within the limiter; they appear in rejection
- * messages and in the Redis key names. rate_per_s is above 0 and at most
+ * enum casynq_limit_scope. Names are 1 to 128 bytes of UTF-8, not blank,
+ * without '{' or '}', unique within the limiter, and neither "max_backlog"
+ * nor "max_payload", which name the admission limits in the rejection
+ * counts. Names appear in rejection messages, in the Redis key names and
+ * in the rejection counts. rate_per_s is above 0 and at most
  * 1000000, burst is at least 1, and burst / rate_per_s (the time to
  * refill an empty budget) is at most one year. A limiter holds at most 64
  * rate limits.
@@ -948,6 +969,34 @@ CASYNQ_API int casynq_limiter_check(struct casynq_limiter *l, const char *key,
  * Thread: one thread at a time (the client's). */
 CASYNQ_API int casynq_client_set_limiter(struct casynq_client *c,
                                          struct casynq_limiter *l);
+
+/* Returns the number of limits whose rejections l counts: its rate limits,
+ * plus "max_backlog" when a queue has a backlog cap and "max_payload" when
+ * a payload maximum is set; 0 for NULL. These are the indexes of
+ * casynq_limiter_rejections_at().
+ * Thread: any, once setup is over. */
+CASYNQ_API size_t casynq_limiter_limit_count(const struct casynq_limiter *l);
+
+/* Reads the name and rejection count of limit `index`, from 0 to
+ * casynq_limiter_limit_count() - 1: the rate limits in the order they were
+ * added, then "max_backlog" and "max_payload" when the limiter has them.
+ * Each rejected check, by casynq_limiter_check() or by a client's enqueue,
+ * adds 1 to exactly one count: that of the limit its message names. That
+ * is the payload maximum, else the backlog cap, else the rate limit with
+ * the longest wait among those that rejected it. Checks that fail for
+ * another reason (a bad key, a Redis error) count nowhere. Counts start
+ * at 0 when the limiter is created and only grow, as Prometheus counters
+ * do. The counts are per limit name, never per caller key, so their
+ * number stays bounded by the configuration.
+ * `name` and `rejected` may be NULL when not needed.
+ * Returns: 0, or CASYNQ_EINVAL (NULL l or index out of range).
+ * Ownership: *name is borrowed from l and stays valid until l is destroyed
+ *            or a setter changes its limits.
+ * Thread: any, once setup is over; counts are read atomically, so a reader
+ *         may run while other threads check. */
+CASYNQ_API int casynq_limiter_rejections_at(const struct casynq_limiter *l,
+                                            size_t index, const char **name,
+                                            uint64_t *rejected);
 
 /* Returns the milliseconds (>= 1) to wait before retrying after the last
  * enqueue on c failed with CASYNQ_ERATELIMITED, or 0 after any other

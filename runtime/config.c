@@ -407,6 +407,38 @@ int casynq_config_set_metrics_addr(struct casynq_config *cfg, const char *addr)
     return 0;
 }
 
+int casynq_config_add_limiter(struct casynq_config *cfg,
+                              const struct casynq_limiter *lim)
+{
+    if (cfg == NULL) {
+        return CASYNQ_EINVAL;
+    }
+    if (lim == NULL) {
+        return casynq__fail(cfg->err, CASYNQ_EINVAL,
+                            "limiter is NULL: pass one created with "
+                            "casynq_limiter_create()");
+    }
+    for (int i = 0; i < cfg->nlimiters; i++) {
+        if (cfg->limiters[i] == lim) {
+            return casynq__fail(cfg->err, CASYNQ_EINVAL,
+                                "the limiter is already attached as limiter "
+                                "%d: attach each limiter once, or its "
+                                "rejections would be counted twice",
+                                i + 1);
+        }
+    }
+    if (cfg->nlimiters >= CASYNQ__CONFIG_MAX_LIMITERS) {
+        return casynq__fail(cfg->err, CASYNQ_EINVAL,
+                            "%d limiters are attached already, the "
+                            "maximum: share one limiter between clients "
+                            "instead of creating more",
+                            CASYNQ__CONFIG_MAX_LIMITERS);
+    }
+    cfg->limiters[cfg->nlimiters] = lim;
+    cfg->nlimiters++;
+    return 0;
+}
+
 int casynq_config_set_metrics_interval_ms(struct casynq_config *cfg, int64_t ms)
 {
     if (cfg == NULL) {

@@ -7,6 +7,9 @@
 #include "log.h"
 #include "redis_opts.h"
 
+/* Limiters whose rejection counts one configuration may export. */
+#define CASYNQ__CONFIG_MAX_LIMITERS 8
+
 struct casynq__queue_cfg {
     char *name;
     int weight;
@@ -38,6 +41,10 @@ struct casynq_config {
     struct casynq__logger log;
     char *metrics_addr;          /* owned; NULL: no metrics endpoint */
     int64_t metrics_interval_ms; /* queue statistics refresh period */
+    /* Limiters whose rejection counts the metrics endpoint exports;
+     * borrowed, and copied by pointer with the configuration. */
+    const struct casynq_limiter *limiters[CASYNQ__CONFIG_MAX_LIMITERS];
+    int nlimiters;
     char err[CASYNQ__ERRBUF_SIZE];
 };
 

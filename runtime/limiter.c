@@ -28,7 +28,13 @@
  * a lock. l->mu guards the memory backend's budgets and the Redis
  * backend's connection; it is the only lock, and no user code runs under
  * it. Failures of casynq_limiter_check() go to a thread-local buffer,
- * because checks from many threads would race on one buffer. */
+ * because checks from many threads would race on one buffer.
+ *
+ * Each rejected check adds 1 to one atomic counter, that of the limit its
+ * message names, so the counts can be read from any thread (a metrics
+ * scrape) while checks run, without the lock. The counters are never
+ * reset, and a rate limit keeps its index, and so its counter, when a
+ * JSON document adds limits after it. */
 #include "limiter.h"
 
 #include <math.h>
@@ -168,6 +174,14 @@ static int check_limit_name(const struct casynq__limits *ls, const char *name,
                             "%sname \"%s\" contains '{' or '}', which would "
                             "break the hash tag of its Redis keys: choose "
                             "another name",
+                            where, name);
+    }
+    if (strcmp(name, CASYNQ__LIMIT_NAME_BACKLOG) == 0 ||
+        strcmp(name, CASYNQ__LIMIT_NAME_PAYLOAD) == 0) {
+        return casynq__fail(errbuf, CASYNQ_EINVAL,
+                            "%sname \"%s\" is reserved: the rejection "
+                            "counts use it for the admission limit of that "
+                            "name, so choose another name",
                             where, name);
     }
     for (size_t i = 0; i < ls->nrates; i++) {
@@ -896,6 +910,13 @@ static int backlog_full(const struct casynq__backlog_cap *cap, int64_t backlog,
                         (long long)cap->max_tasks);
 }
 
+/* Adds 1 to a rejection count. Relaxed order is enough, because readers
+ * use a count on its own and order nothing else by it. */
+static void count_rejection(_Atomic uint64_t *counter)
+{
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
+}
+
 /* Runs the rate limits, and the backlog count when count_cap is not
  * NULL, on the limiter's backend. */
 static int check_backend(struct casynq_limiter *l, const size_t *refs, size_t n,
@@ -977,6 +998,7 @@ int casynq__limiter_admit(struct casynq_limiter *l,
         return rc;
     }
     if (ls->max_payload > 0 && payload_len > ls->max_payload) {
+        count_rejection(&l->payload_rejected);
         return casynq__fail(errbuf, CASYNQ_ETOOLARGE,
                             "payload is %zu bytes, above the maximum of %zu "
                             "bytes: send less, or store the data elsewhere "
@@ -987,6 +1009,9 @@ int casynq__limiter_admit(struct casynq_limiter *l,
     /* The backlog comes before the rate limits, so that a task rejected
      * by a full queue uses up no budget. */
     rc = check_backlog(l, task_conn, queue, &count_cap, errbuf);
+    if (rc == CASYNQ_EBACKLOG) {
+        count_rejection(&l->backlog_rejected);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -999,12 +1024,14 @@ int casynq__limiter_admit(struct casynq_limiter *l,
     rc = check_backend(l, refs, n, key, queue, count_cap, &v, errbuf);
     switch (rc) {
     case CASYNQ_ERATELIMITED:
+        count_rejection(&l->rate_rejected[refs[v.worst]]);
         if (retry_after_ms != NULL) {
             *retry_after_ms = v.retry_after_ms;
         }
         return rate_limited(&ls->rates[refs[v.worst]], key, queue, type,
                             v.retry_after_ms, errbuf);
     case CASYNQ_EBACKLOG:
+        count_rejection(&l->backlog_rejected);
         return backlog_full(count_cap, v.backlog, errbuf);
     case CASYNQ_ENOMEM:
         return casynq__fail(errbuf, rc,
@@ -1028,4 +1055,65 @@ int casynq_limiter_check(struct casynq_limiter *l, const char *key,
     check_error.msg[0] = '\0';
     return casynq__limiter_admit(l, NULL, key, queue, type, payload_len,
                                  retry_after_ms, check_error.msg);
+}
+
+/* ------------------------------------------------------------------------
+ * Rejection counts
+ */
+
+size_t casynq_limiter_limit_count(const struct casynq_limiter *l)
+{
+    size_t n;
+
+    if (l == NULL) {
+        return 0;
+    }
+    n = l->limits.nrates;
+    if (l->limits.ncaps > 0) {
+        n++;
+    }
+    if (l->limits.max_payload > 0) {
+        n++;
+    }
+    return n;
+}
+
+int casynq_limiter_rejections_at(const struct casynq_limiter *l, size_t index,
+                                 const char **name, uint64_t *rejected)
+{
+    const _Atomic uint64_t *counter = NULL;
+    const char *limit_name = NULL;
+
+    if (l == NULL) {
+        return CASYNQ_EINVAL;
+    }
+
+    /* The rate limits come first, then "max_backlog" when a queue has a
+     * cap, then "max_payload" when a maximum is set. */
+    if (index < l->limits.nrates) {
+        limit_name = l->limits.rates[index].name;
+        counter = &l->rate_rejected[index];
+    } else {
+        index -= l->limits.nrates;
+        if (l->limits.ncaps > 0 && index == 0) {
+            limit_name = CASYNQ__LIMIT_NAME_BACKLOG;
+            counter = &l->backlog_rejected;
+        } else if (l->limits.ncaps > 0) {
+            index--;
+        }
+        if (counter == NULL && l->limits.max_payload > 0 && index == 0) {
+            limit_name = CASYNQ__LIMIT_NAME_PAYLOAD;
+            counter = &l->payload_rejected;
+        }
+    }
+    if (counter == NULL) {
+        return CASYNQ_EINVAL;
+    }
+    if (name != NULL) {
+        *name = limit_name;
+    }
+    if (rejected != NULL) {
+        *rejected = atomic_load_explicit(counter, memory_order_relaxed);
+    }
+    return 0;
 }

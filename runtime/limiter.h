@@ -2,6 +2,7 @@
 #define CASYNQ_RUNTIME_LIMITER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +16,11 @@
 #define CASYNQ__RATE_KEY_MAX_LEN   512
 #define CASYNQ__MAX_RATE_PER_S     1000000.0
 #define CASYNQ__MAX_REFILL_S       31536000.0
+
+/* Names of the admission limits in the rejection counts, which rate limits
+ * may not use. */
+#define CASYNQ__LIMIT_NAME_BACKLOG "max_backlog"
+#define CASYNQ__LIMIT_NAME_PAYLOAD "max_payload"
 
 /* One rate limit. Every field except shared_tat_ns is immutable after
  * setup. */
@@ -76,10 +82,16 @@ struct casynq_limiter {
     struct casynq__conn conn;      /* protected by mu */
     bool has_conn;                 /* immutable */
     char err[CASYNQ__ERRBUF_SIZE]; /* setters: setup thread only */
+    /* Rejected checks, one count per check under the limit that rejected
+     * it. rate_rejected is indexed like limits.rates. All atomic. */
+    _Atomic uint64_t rate_rejected[CASYNQ__LIMITER_MAX_RATES];
+    _Atomic uint64_t backlog_rejected;
+    _Atomic uint64_t payload_rejected;
 };
 
 /* Checks an enqueue as casynq_limiter_check() documents and writes the
- * message of a failure into errbuf (CASYNQ__ERRBUF_SIZE bytes). When
+ * message of a failure into errbuf (CASYNQ__ERRBUF_SIZE bytes). A rejection
+ * adds 1 to the count of the limit that the message names. When
  * task_conn is not NULL, a backlog is counted on it instead of in the
  * limiter's Redis, which lets a client count in the Redis its tasks go to.
  * Returns: as casynq_limiter_check().

@@ -19,6 +19,9 @@
  * (server.c) and stores a copy under `mu`; a scrape formats that copy and
  * never waits for Redis.
  *
+ * Limiter rejections are counted by the limiters themselves, in atomics,
+ * and a scrape reads them through casynq_limiter_rejections_at().
+ *
  * Process metrics are read from /proc/self by the scraping thread. */
 #include "metrics.h"
 
@@ -643,6 +646,79 @@ static void render_server(struct render *r, struct casynq__metrics *m)
         (double)atomic_load(&m->heartbeat_ok_ms) / 1000.0);
 }
 
+/* Returns true when a limiter before limiters[before] has a limit named
+ * name, whose series then already holds this limit's count. */
+static bool limit_name_seen(struct casynq__metrics *m, int before,
+                            const char *name)
+{
+    for (int i = 0; i < before; i++) {
+        size_t n = casynq_limiter_limit_count(m->limiters[i]);
+
+        for (size_t j = 0; j < n; j++) {
+            const char *other = NULL;
+
+            casynq_limiter_rejections_at(m->limiters[i], j, &other, NULL);
+            if (strcmp(other, name) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Sums the rejections of the limits named name in limiters[from] and
+ * after. A limiter has each name at most once. */
+static uint64_t rejections_named(struct casynq__metrics *m, int from,
+                                 const char *name)
+{
+    uint64_t total = 0;
+
+    for (int i = from; i < m->nlimiters; i++) {
+        size_t n = casynq_limiter_limit_count(m->limiters[i]);
+
+        for (size_t j = 0; j < n; j++) {
+            const char *other = NULL;
+            uint64_t rejected = 0;
+
+            casynq_limiter_rejections_at(m->limiters[i], j, &other, &rejected);
+            if (strcmp(other, name) == 0) {
+                total += rejected;
+                break;
+            }
+        }
+    }
+    return total;
+}
+
+/* One series per limit name of the attached limiters. The label is the
+ * limit's name, never a caller key, so the series are bounded by the
+ * configuration: at most 8 limiters of 66 limits each. */
+static void render_rejections(struct render *r, struct casynq__metrics *m)
+{
+    if (m->nlimiters == 0) {
+        return;
+    }
+    family(r, "casynq_enqueue_rejected_total", "counter",
+           "Enqueues rejected by a limiter of this process, by the limit "
+           "that rejected them: a rate limit's name, max_backlog or "
+           "max_payload.");
+    for (int i = 0; i < m->nlimiters; i++) {
+        size_t n = casynq_limiter_limit_count(m->limiters[i]);
+
+        for (size_t j = 0; j < n; j++) {
+            const char *name = NULL;
+
+            casynq_limiter_rejections_at(m->limiters[i], j, &name, NULL);
+            if (limit_name_seen(m, i, name)) {
+                continue;
+            }
+            put(r, "casynq_enqueue_rejected_total{limit=\"");
+            put_label(r, name);
+            put(r, "\"} %" PRIu64 "\n", rejections_named(m, i, name));
+        }
+    }
+}
+
 /* Reads utime and stime (clock ticks) and rss (pages) from
  * /proc/self/stat. Returns false when the file cannot be parsed. */
 static bool read_proc_stat(unsigned long long *ticks, long long *rss_pages)
@@ -736,11 +812,7 @@ int casynq__metrics_render(struct casynq__metrics *m, struct casynq__buf *out)
     render_tasks(&r, m, ntypes);
     render_histograms(&r, m, ntypes);
     render_server(&r, m);
-    /* TODO(limit): casynq_enqueue_rejected_total{limit} is not exported,
-     * because the limiter offers no per-limit rejection counters that a
-     * server could read. Fix: count rejections per limit in
-     * runtime/limiter.c, expose them through an accessor, and let a server
-     * attach the limiter so that this function renders them. */
+    render_rejections(&r, m);
     render_process(&r);
     return r.err;
 }

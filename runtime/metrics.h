@@ -93,6 +93,12 @@ struct casynq__metrics {
     int64_t busy_integral_ns;  /* busy x ns since interval start, loop */
     int64_t interval_start_ns; /* mono, loop */
 
+    /* Limiters whose rejection counts a scrape exports, read through
+     * casynq_limiter_rejections_at(); borrowed from the server's
+     * configuration, immutable after init. */
+    const struct casynq_limiter *const *limiters;
+    int nlimiters;
+
     _Atomic int64_t heartbeat_ok_ms; /* unix ms of the last heartbeat write
                                       * Redis accepted; 0 for none */
     _Atomic bool stopping;           /* shutdown began */

@@ -145,6 +145,8 @@ int casynq__server_metrics_create(struct casynq_server *srv)
         srv->metrics = NULL;
         return CASYNQ_ENOMEM;
     }
+    srv->metrics->limiters = srv->cfg.limiters;
+    srv->metrics->nlimiters = srv->cfg.nlimiters;
     return 0;
 }
 

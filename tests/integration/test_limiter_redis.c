@@ -1,7 +1,8 @@
 /* Integration tests of the limiter's Redis backend against a real
  * redis-server: budgets shared by eight processes, key expiry, retry at the
  * reported time, all-or-nothing checks that write nothing when they
- * reject, backlog caps, and a Redis restart between checks.
+ * reject, backlog caps, and a Redis restart between checks. The rejection
+ * counts are checked along the way.
  *
  * Each test starts its own redis-server, because one of them kills it.
  * Rate bounds compare counts with rate * elapsed + burst, where elapsed is
@@ -244,6 +245,16 @@ struct child_counts {
     long failed;
 };
 
+/* Returns the rejection count of limit `index` of l. */
+static uint64_t rejections_at(const struct casynq_limiter *l, size_t index)
+{
+    uint64_t rejected = 0;
+
+    assert_int_equal(casynq_limiter_rejections_at(l, index, NULL, &rejected),
+                     0);
+    return rejected;
+}
+
 /* Runs in a forked child: hammers key "hot" with its own limiter and
  * connection, writes its counts to fd and exits. Uses no cmocka call. */
 static void child_hammer(const struct casynq_redis_options *opts, int fd)
@@ -403,6 +414,9 @@ static void test_redis_rejection_writes_nothing(void **state)
     assert_string_equal(tenant_after, tenant_before);
     assert_string_equal(queue_after, queue_before);
     assert_int_equal(dbsize(fx->redis), 2);
+    /* Each rejection counts once, under "low-queue" (index 1). */
+    assert_int_equal(rejections_at(l, 0), 0);
+    assert_int_equal(rejections_at(l, 1), 20);
 
     /* "per-tenant" kept its 3 remaining units. */
     assert_int_equal(count_passes(l, "acme", "default", 10), 3);
@@ -431,6 +445,9 @@ static void test_redis_backlog_cap_counts_three_sets(void **state)
                         "queue \"low\" holds 3 pending, scheduled and retry "
                         "tasks, at or above its backlog cap of 3: retry "
                         "once workers have drained it");
+    /* Index 0 is "low-queue", 1 is "max_backlog". */
+    assert_int_equal(rejections_at(l, 0), 0);
+    assert_int_equal(rejections_at(l, 1), 5);
     /* Other queues have no cap. */
     assert_int_equal(casynq_limiter_check(l, NULL, "high", NULL, 0, NULL), 0);
 
@@ -471,6 +488,8 @@ static void test_redis_restart_between_checks(void **state)
     assert_message_has(casynq_limiter_last_error(l), "cannot connect");
     assert_int_equal(casynq_limiter_check(l, "other", NULL, NULL, 0, NULL),
                      CASYNQ_ECONNECT);
+    /* Connection errors are not rejections. */
+    assert_int_equal(rejections_at(l, 0), 1);
 
     /* The restarted server is empty, so the budget is full again, and the
      * limiter reconnects and loads its script by itself. */

@@ -1,8 +1,8 @@
 /* Unit tests of the limiter's memory backend and of the limit validation
  * that both backends share. They cover GCRA budgets against an injected
  * clock, the all-or-nothing check of several limits, eviction of idle
- * budgets, JSON loading, and eight threads sharing one budget on the real
- * clock.
+ * budgets, JSON loading, eight threads sharing one budget on the real
+ * clock, and the rejection counts per limit, also under eight threads.
  *
  * No Redis server runs. A counting allocator makes every test fail on a
  * leak, and a failing-allocator mode walks the out-of-memory paths. */
@@ -312,6 +312,14 @@ static void test_limiter_name_rules(void **state)
                     casynq_limiter_add_rate(l, "per-tenant", CASYNQ_LIMIT_QUEUE,
                                             "low", 1, 1),
                     "name \"per-tenant\" is already used");
+    /* The admission limits' names are taken in the rejection counts. */
+    assert_rejected(l,
+                    casynq_limiter_add_rate(l, "max_backlog", key, NULL, 1, 1),
+                    "name \"max_backlog\" is reserved");
+    assert_rejected(l,
+                    casynq_limiter_add_rate(l, "max_payload", key, NULL, 1, 1),
+                    "name \"max_payload\" is reserved");
+    assert_int_equal(casynq_limiter_limit_count(l), 1);
     casynq_limiter_destroy(l);
 }
 
@@ -464,6 +472,9 @@ static void test_limiter_json_rejects_with_key_named(void **state)
              "\"rate_per_s\": 1, \"burst\": 1}, {\"name\": \"a\", "
              "\"scope\": \"key\", \"rate_per_s\": 1, \"burst\": 1}]}",
              "rate_limits[1].name \"a\" is already used"},
+            {"{\"rate_limits\": [{\"name\": \"max_payload\", \"scope\": "
+             "\"key\", \"rate_per_s\": 1, \"burst\": 1}]}",
+             "rate_limits[0].name \"max_payload\" is reserved"},
             {"{\"rate_limits\": {}}", "rate_limits must be an array"},
             {"{\"rate_limits\": [7]}", "rate_limits[0] must be an object"},
             {"{\"max_backlog\": {\"low\": 0}}", "max_backlog.low is 0"},
@@ -717,6 +728,249 @@ static void test_limiter_last_error_tracks_latest_call(void **state)
     assert_int_equal(check_key(l, "fine", NULL), 0);
     assert_string_equal(casynq_limiter_last_error(l), "");
     casynq_limiter_destroy(l);
+}
+
+/* ------------------------------------------------------------------------
+ * Rejection counts
+ */
+
+/* Returns the rejection count of the limit named name, failing the test
+ * when l has no such limit. */
+static uint64_t rejections_of(const struct casynq_limiter *l, const char *name)
+{
+    size_t n = casynq_limiter_limit_count(l);
+
+    for (size_t i = 0; i < n; i++) {
+        const char *limit = NULL;
+        uint64_t rejected = 0;
+
+        assert_int_equal(casynq_limiter_rejections_at(l, i, &limit, &rejected),
+                         0);
+        if (strcmp(limit, name) == 0) {
+            return rejected;
+        }
+    }
+    fail_msg("the limiter has no limit named \"%s\"", name);
+    return 0;
+}
+
+/* Asserts that limit `index` of l is named `name`. */
+static void assert_limit_name(const struct casynq_limiter *l, size_t index,
+                              const char *name)
+{
+    const char *limit = NULL;
+
+    assert_int_equal(casynq_limiter_rejections_at(l, index, &limit, NULL), 0);
+    assert_string_equal(limit, name);
+}
+
+static void test_rejections_listed_in_order(void **state)
+{
+    struct casynq_limiter *l = memory_limiter();
+    uint64_t rejected = 99;
+
+    (void)state;
+    assert_int_equal(casynq_limiter_limit_count(l), 0);
+    assert_int_equal(casynq_limiter_rejections_at(l, 0, NULL, NULL),
+                     CASYNQ_EINVAL);
+    assert_int_equal(casynq_limiter_set_max_payload(l, 16), 0);
+    assert_int_equal(casynq_limiter_limit_count(l), 1);
+    assert_limit_name(l, 0, "max_payload");
+    assert_int_equal(
+            load(l, "{\"rate_limits\": [{\"name\": \"per-tenant\", \"scope\": "
+                    "\"key\", \"rate_per_s\": 1, \"burst\": 1}, {\"name\": "
+                    "\"mail\", \"scope\": \"type\", \"match\": \"email\", "
+                    "\"rate_per_s\": 1, \"burst\": 1}], \"max_backlog\": "
+                    "{\"low\": 10, \"bulk\": 20}}"),
+            0);
+
+    /* Rate limits in the order added, then one entry for every backlog
+     * cap together, then the payload. */
+    assert_int_equal(casynq_limiter_limit_count(l), 4);
+    assert_limit_name(l, 0, "per-tenant");
+    assert_limit_name(l, 1, "mail");
+    assert_limit_name(l, 2, "max_backlog");
+    assert_limit_name(l, 3, "max_payload");
+    assert_int_equal(casynq_limiter_rejections_at(l, 3, NULL, &rejected), 0);
+    assert_int_equal(rejected, 0);
+    assert_int_equal(casynq_limiter_rejections_at(l, 4, NULL, &rejected),
+                     CASYNQ_EINVAL);
+    assert_int_equal(casynq_limiter_rejections_at(NULL, 0, NULL, &rejected),
+                     CASYNQ_EINVAL);
+    assert_int_equal(casynq_limiter_limit_count(NULL), 0);
+    casynq_limiter_destroy(l);
+}
+
+/* Each rejected check counts once, under the limit it was rejected by;
+ * admitted checks and checks that fail for another reason count nowhere. */
+static void test_rejections_counted_per_limit(void **state)
+{
+    struct fake_clock clock;
+    struct casynq_limiter *l = clocked_limiter(&clock);
+
+    (void)state;
+    assert_int_equal(casynq_limiter_add_rate(l, "per-tenant",
+                                             CASYNQ_LIMIT_PER_KEY, NULL, 1, 2),
+                     0);
+    assert_int_equal(casynq_limiter_add_rate(l, "low-queue", CASYNQ_LIMIT_QUEUE,
+                                             "low", 1, 1),
+                     0);
+    assert_int_equal(casynq_limiter_set_max_payload(l, 16), 0);
+    assert_int_equal(casynq_limiter_set_max_backlog(l, "capped", 5), 0);
+
+    assert_int_equal(count_passes(l, "acme", NULL, 5), 2);
+    assert_int_equal(count_passes(l, NULL, "low", 4), 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(casynq_limiter_check(l, NULL, NULL, NULL, 17, NULL),
+                         CASYNQ_ETOOLARGE);
+    }
+    /* A blank key, a bad queue name and a memory limiter asked for a
+     * backlog it cannot count are errors, not rejections. */
+    assert_int_equal(check_key(l, " ", NULL), CASYNQ_EINVAL);
+    assert_int_equal(casynq_limiter_check(l, NULL, "", NULL, 0, NULL),
+                     CASYNQ_EINVAL);
+    assert_int_equal(casynq_limiter_check(l, NULL, "capped", NULL, 0, NULL),
+                     CASYNQ_ESTATE);
+
+    assert_int_equal(rejections_of(l, "per-tenant"), 3);
+    assert_int_equal(rejections_of(l, "low-queue"), 3);
+    assert_int_equal(rejections_of(l, "max_payload"), 3);
+    assert_int_equal(rejections_of(l, "max_backlog"), 0);
+    casynq_limiter_destroy(l);
+}
+
+/* A check that several limits would reject counts once: under the payload
+ * maximum, which is checked first, else under the rate limit that the
+ * message names, the one with the longest wait. */
+static void test_rejection_counted_once_under_reported_limit(void **state)
+{
+    struct fake_clock clock;
+    struct casynq_limiter *l = clocked_limiter(&clock);
+
+    (void)state;
+    assert_int_equal(casynq_limiter_add_rate(l, "fast", CASYNQ_LIMIT_PER_KEY,
+                                             NULL, 100, 1),
+                     0);
+    assert_int_equal(casynq_limiter_add_rate(l, "mail", CASYNQ_LIMIT_TYPE,
+                                             "email:send", 2, 1),
+                     0);
+    assert_int_equal(casynq_limiter_set_max_payload(l, 8), 0);
+    assert_int_equal(
+            casynq_limiter_check(l, "acme", NULL, "email:send", 0, NULL), 0);
+
+    /* Both budgets are empty: "mail" refills in 500 ms, "fast" in 10 ms. */
+    assert_int_equal(
+            casynq_limiter_check(l, "acme", NULL, "email:send", 0, NULL),
+            CASYNQ_ERATELIMITED);
+    assert_message_has(casynq_limiter_last_error(l), "\"mail\"");
+    assert_int_equal(rejections_of(l, "mail"), 1);
+    assert_int_equal(rejections_of(l, "fast"), 0);
+
+    /* Too large and rate limited: only the payload counts. */
+    assert_int_equal(
+            casynq_limiter_check(l, "acme", NULL, "email:send", 9, NULL),
+            CASYNQ_ETOOLARGE);
+    assert_int_equal(rejections_of(l, "max_payload"), 1);
+    assert_int_equal(rejections_of(l, "mail"), 1);
+    assert_int_equal(rejections_of(l, "fast"), 0);
+
+    /* Once "mail" has refilled, "fast" alone rejects. */
+    clock.now_ns += 500 * NS_PER_MS;
+    assert_int_equal(
+            casynq_limiter_check(l, "acme", NULL, "email:send", 0, NULL), 0);
+    assert_int_equal(check_key(l, "acme", NULL), CASYNQ_ERATELIMITED);
+    assert_message_has(casynq_limiter_last_error(l), "\"fast\"");
+    assert_int_equal(rejections_of(l, "fast"), 1);
+    assert_int_equal(rejections_of(l, "mail"), 1);
+    casynq_limiter_destroy(l);
+}
+
+/* Counts survive a JSON document that adds limits after the first
+ * checks: a rate limit keeps its index. */
+static void test_rejections_kept_when_limits_added(void **state)
+{
+    struct fake_clock clock;
+    struct casynq_limiter *l = clocked_limiter(&clock);
+
+    (void)state;
+    assert_int_equal(
+            casynq_limiter_add_rate(l, "one", CASYNQ_LIMIT_PER_KEY, NULL, 1, 1),
+            0);
+    assert_int_equal(count_passes(l, "k", NULL, 3), 1);
+    assert_int_equal(load(l, "{\"rate_limits\": [{\"name\": \"two\", "
+                             "\"scope\": \"queue\", \"match\": \"q\", "
+                             "\"rate_per_s\": 1, \"burst\": 1}]}"),
+                     0);
+    assert_limit_name(l, 0, "one");
+    assert_int_equal(rejections_of(l, "one"), 2);
+    assert_int_equal(rejections_of(l, "two"), 0);
+    casynq_limiter_destroy(l);
+}
+
+#define COUNT_THREADS  8
+#define COUNT_ATTEMPTS 5000
+#define COUNT_BURST_A  3
+#define COUNT_BURST_B  2
+
+struct rejection_run {
+    struct casynq_limiter *l;
+    atomic_long rejected_a; /* rejections seen by the threads, per limit */
+    atomic_long rejected_b;
+    atomic_long failed;
+};
+
+/* Alternates between a check that only limit "a" applies to and one that
+ * only limit "b" applies to. */
+static void *rejection_main(void *arg)
+{
+    struct rejection_run *run = arg;
+
+    for (int i = 0; i < COUNT_ATTEMPTS; i++) {
+        bool on_a = i % 2 == 0;
+        int rc = on_a ? casynq_limiter_check(run->l, "hot", NULL, NULL, 0, NULL)
+                      : casynq_limiter_check(run->l, NULL, NULL, "email", 0,
+                                             NULL);
+
+        if (rc == CASYNQ_ERATELIMITED) {
+            atomic_fetch_add(on_a ? &run->rejected_a : &run->rejected_b, 1);
+        } else if (rc != 0) {
+            atomic_fetch_add(&run->failed, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Eight threads check two limits whose budgets run out at once. The clock
+ * does not move, so exactly the bursts pass, and each count must equal the
+ * rejections the threads saw: no increment may be lost. */
+static void test_rejections_from_threads_sum_exactly(void **state)
+{
+    struct fake_clock clock;
+    struct rejection_run run = {.l = clocked_limiter(&clock)};
+    pthread_t threads[COUNT_THREADS];
+    long per_limit = (long)COUNT_THREADS * COUNT_ATTEMPTS / 2;
+
+    (void)state;
+    assert_int_equal(casynq_limiter_add_rate(run.l, "a", CASYNQ_LIMIT_PER_KEY,
+                                             NULL, 1, COUNT_BURST_A),
+                     0);
+    assert_int_equal(casynq_limiter_add_rate(run.l, "b", CASYNQ_LIMIT_TYPE,
+                                             "email", 1, COUNT_BURST_B),
+                     0);
+    for (int i = 0; i < COUNT_THREADS; i++) {
+        assert_int_equal(
+                pthread_create(&threads[i], NULL, rejection_main, &run), 0);
+    }
+    for (int i = 0; i < COUNT_THREADS; i++) {
+        pthread_join(threads[i], NULL);
+    }
+
+    assert_int_equal(atomic_load(&run.failed), 0);
+    assert_int_equal(atomic_load(&run.rejected_a), per_limit - COUNT_BURST_A);
+    assert_int_equal(atomic_load(&run.rejected_b), per_limit - COUNT_BURST_B);
+    assert_int_equal(rejections_of(run.l, "a"), per_limit - COUNT_BURST_A);
+    assert_int_equal(rejections_of(run.l, "b"), per_limit - COUNT_BURST_B);
+    casynq_limiter_destroy(run.l);
 }
 
 /* ------------------------------------------------------------------------
@@ -1014,6 +1268,19 @@ int main(void)
                     leak_teardown),
             cmocka_unit_test_setup_teardown(
                     test_limiter_last_error_tracks_latest_call, leak_setup,
+                    leak_teardown),
+            cmocka_unit_test_setup_teardown(test_rejections_listed_in_order,
+                                            leak_setup, leak_teardown),
+            cmocka_unit_test_setup_teardown(test_rejections_counted_per_limit,
+                                            leak_setup, leak_teardown),
+            cmocka_unit_test_setup_teardown(
+                    test_rejection_counted_once_under_reported_limit,
+                    leak_setup, leak_teardown),
+            cmocka_unit_test_setup_teardown(
+                    test_rejections_kept_when_limits_added, leak_setup,
+                    leak_teardown),
+            cmocka_unit_test_setup_teardown(
+                    test_rejections_from_threads_sum_exactly, leak_setup,
                     leak_teardown),
             cmocka_unit_test_setup_teardown(
                     test_memory_idle_budgets_are_evicted, leak_setup,

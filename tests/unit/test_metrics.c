@@ -2,6 +2,7 @@
  * runtime/metrics_http.c: the type table and its bound, counters and
  * histograms as rendered in the Prometheus text format, label escaping,
  * the asynq_ queue metrics and the metrics settings of the configuration.
+ * Limiter rejections are rendered by limit name, summed across limiters.
  * The endpoint itself is tested against a running casynq-worker in
  * tests/integration/test_metrics_endpoint.py. */
 #include <arpa/inet.h>
@@ -19,6 +20,7 @@
 #include <casynq.h>
 
 #include "alloc.h"
+#include "config.h"
 #include "metrics.h"
 
 static const char *const queues[] = {"critical", "low"};
@@ -446,6 +448,131 @@ static void test_parse_addr_rejects_bad_input(void **state)
     }
 }
 
+/* Creates a memory limiter with one rate limit that admits one check and
+ * then rejects for hours. */
+static struct casynq_limiter *limiter_with_rate(const char *name,
+                                                enum casynq_limit_scope scope,
+                                                const char *match)
+{
+    struct casynq_limiter *l = NULL;
+
+    assert_int_equal(casynq_limiter_create(CASYNQ_LIMITER_MEMORY, NULL, &l), 0);
+    assert_int_equal(casynq_limiter_add_rate(l, name, scope, match, 1e-4, 1),
+                     0);
+    return l;
+}
+
+/* Runs `times` checks and asserts that each returns rc. */
+static void check_times(struct casynq_limiter *l, const char *key,
+                        const char *type, size_t payload_len, int times, int rc)
+{
+    for (int i = 0; i < times; i++) {
+        assert_int_equal(
+                casynq_limiter_check(l, key, NULL, type, payload_len, NULL),
+                rc);
+    }
+}
+
+static int count_text(const char *text, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = strstr(text, needle); p != NULL;
+         p = strstr(p + 1, needle)) {
+        n++;
+    }
+    return n;
+}
+
+static void test_rejections_render_by_limit_name(void **state)
+{
+    struct casynq__metrics storage;
+    struct casynq__metrics *m = start(&storage);
+    struct casynq_limiter *a =
+            limiter_with_rate("shared", CASYNQ_LIMIT_PER_KEY, NULL);
+    struct casynq_limiter *b =
+            limiter_with_rate("shared", CASYNQ_LIMIT_TYPE, "email");
+    const struct casynq_limiter *limiters[2] = {a, b};
+    struct casynq__buf out;
+
+    (void)state;
+    assert_int_equal(casynq_limiter_add_rate(a, "quote\"d\\", CASYNQ_LIMIT_TYPE,
+                                             "report", 1e-4, 1),
+                     0);
+    assert_int_equal(casynq_limiter_set_max_payload(b, 4), 0);
+    check_times(a, "tenant:acme", NULL, 0, 1, 0);
+    check_times(a, "tenant:acme", NULL, 0, 2, CASYNQ_ERATELIMITED);
+    check_times(a, NULL, "report", 0, 1, 0);
+    check_times(a, NULL, "report", 0, 1, CASYNQ_ERATELIMITED);
+    check_times(b, NULL, "email", 0, 1, 0);
+    check_times(b, NULL, "email", 0, 3, CASYNQ_ERATELIMITED);
+    check_times(b, NULL, NULL, 5, 1, CASYNQ_ETOOLARGE);
+
+    /* Without attached limiters the family is left out. */
+    out = render(m);
+    assert_no_text(out.data, "casynq_enqueue_rejected_total");
+    casynq__buf_free(&out);
+
+    m->limiters = limiters;
+    m->nlimiters = 2;
+    out = render(m);
+    assert_line(out.data, "# TYPE casynq_enqueue_rejected_total counter");
+    /* "shared" of both limiters is one series with the sum. */
+    assert_line(out.data, "casynq_enqueue_rejected_total{limit=\"shared\"} 5");
+    assert_int_equal(count_text(out.data, "{limit=\"shared\"}"), 1);
+    assert_line(out.data,
+                "casynq_enqueue_rejected_total{limit=\"quote\\\"d\\\\\"} 1");
+    assert_line(out.data,
+                "casynq_enqueue_rejected_total{limit=\"max_payload\"} 1");
+    assert_int_equal(count_text(out.data, "casynq_enqueue_rejected_total{"), 3);
+    /* Caller keys never become labels. */
+    assert_no_text(out.data, "tenant:acme");
+    casynq__buf_free(&out);
+
+    /* A scrape reads the counts as they are now. */
+    check_times(b, NULL, "email", 0, 1, CASYNQ_ERATELIMITED);
+    out = render(m);
+    assert_line(out.data, "casynq_enqueue_rejected_total{limit=\"shared\"} 6");
+    casynq__buf_free(&out);
+
+    casynq__metrics_finish(m);
+    casynq_limiter_destroy(a);
+    casynq_limiter_destroy(b);
+}
+
+static void test_config_add_limiter_bounds(void **state)
+{
+    struct casynq_config *cfg = NULL;
+    struct casynq_limiter *limiters[CASYNQ__CONFIG_MAX_LIMITERS + 1];
+
+    (void)state;
+    assert_int_equal(casynq_config_create(&cfg), 0);
+    for (int i = 0; i <= CASYNQ__CONFIG_MAX_LIMITERS; i++) {
+        assert_int_equal(casynq_limiter_create(CASYNQ_LIMITER_MEMORY, NULL,
+                                               &limiters[i]),
+                         0);
+    }
+    assert_int_equal(casynq_config_add_limiter(NULL, limiters[0]),
+                     CASYNQ_EINVAL);
+    assert_int_equal(casynq_config_add_limiter(cfg, NULL), CASYNQ_EINVAL);
+    assert_non_null(strstr(casynq_config_last_error(cfg), "limiter is NULL"));
+    assert_int_equal(casynq_config_add_limiter(cfg, limiters[0]), 0);
+    assert_int_equal(casynq_config_add_limiter(cfg, limiters[0]),
+                     CASYNQ_EINVAL);
+    assert_non_null(strstr(casynq_config_last_error(cfg), "already attached"));
+    for (int i = 1; i < CASYNQ__CONFIG_MAX_LIMITERS; i++) {
+        assert_int_equal(casynq_config_add_limiter(cfg, limiters[i]), 0);
+    }
+    assert_int_equal(casynq_config_add_limiter(
+                             cfg, limiters[CASYNQ__CONFIG_MAX_LIMITERS]),
+                     CASYNQ_EINVAL);
+    assert_non_null(strstr(casynq_config_last_error(cfg), "8 limiters"));
+    casynq_config_destroy(cfg);
+    for (int i = 0; i <= CASYNQ__CONFIG_MAX_LIMITERS; i++) {
+        casynq_limiter_destroy(limiters[i]);
+    }
+}
+
 static void test_config_metrics_setters(void **state)
 {
     struct casynq_config *cfg = NULL;
@@ -484,6 +611,8 @@ int main(void)
             cmocka_unit_test(test_parse_addr_forms),
             cmocka_unit_test(test_parse_addr_rejects_bad_input),
             cmocka_unit_test(test_config_metrics_setters),
+            cmocka_unit_test(test_rejections_render_by_limit_name),
+            cmocka_unit_test(test_config_add_limiter_bounds),
     };
 
     casynq_set_allocator(cmocka_malloc, cmocka_calloc, cmocka_realloc,
