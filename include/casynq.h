@@ -599,7 +599,7 @@ typedef void (*casynq_error_handler_fn)(const struct casynq_task *task,
                                         const char *queue, int err,
                                         const char *errmsg, void *ud);
 
-/* Called after each health check with 0 (Redis answered PING) or the
+/* Called after each health check with 0 (Redis replied to PING) or the
  * error and its message. */
 typedef void (*casynq_health_check_fn)(int err, const char *errmsg, void *ud);
 
@@ -739,7 +739,7 @@ casynq_config_set_metrics_interval_ms(struct casynq_config *cfg, int64_t ms);
 /* ------------------------------------------------------------------------
  * Server
  *
- * A server owns one event-loop thread, which holds every Redis connection
+ * A server owns one event-loop thread, which owns every Redis connection
  * and timer, and `concurrency` worker threads that run handlers. Lifecycle:
  * create, start (or run), stop (optional), shutdown, destroy.
  */
@@ -755,7 +755,7 @@ CASYNQ_API int casynq_server_create(struct casynq_config *cfg,
                                     const struct casynq_mux *mux,
                                     struct casynq_server **out);
 
-/* Checks that Redis answers, then starts the loop and worker threads and
+/* Checks that Redis responds, then starts the loop and worker threads and
  * begins processing. Returns at once.
  * Returns: 0, CASYNQ_ESTATE (already started), CASYNQ_ECONNECT,
  *          CASYNQ_EAUTH, CASYNQ_ETIMEDOUT (message in

@@ -224,7 +224,7 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-/* Drops a connection that stopped answering: a connect that never
+/* Drops a connection that stopped responding: a connect that never
  * completes, or commands that get no reply within the command timeout. */
 static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
 {

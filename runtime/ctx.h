@@ -10,10 +10,11 @@
 #include "msg.h"
 #include "task.h"
 
-/* Longest failure message kept for a task's error_msg, in bytes. */
+/* Maximum length of the failure message kept as a task's error_msg, in
+ * bytes. */
 #define CASYNQ__ERRMSG_MAX 1024
 
-/* Why a context was cancelled; the first reason wins. */
+/* Reason a context was cancelled. The first reason set wins. */
 enum casynq__cancel_reason {
     CASYNQ__CANCEL_NONE = 0,
     CASYNQ__CANCEL_DEADLINE = 1, /* "context deadline exceeded" */

@@ -677,7 +677,7 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
          * every empty fetch, which puts up to 1.5 s between a task's
          * arrival and its start. casynq checks again after 1 ms and
          * doubles the wait while the queues stay empty, up to that same
-         * jittered interval: a task arriving soon after the last one is
+         * jittered interval. A task arriving soon after the last one is
          * picked up at once, and an idle server still polls about once a
          * second. */
         double base = (double)srv->cfg.task_check_interval_ms / 1000.0;

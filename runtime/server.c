@@ -699,7 +699,7 @@ int casynq_server_create(struct casynq_config *cfg,
     return 0;
 }
 
-/* Checks that Redis answers before any thread starts, as asynq's Start
+/* Checks that Redis responds before any thread starts, as asynq's Start
  * pings Redis and fails when it cannot. */
 static int ping_redis(struct casynq_server *srv)
 {
