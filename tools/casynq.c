@@ -39,11 +39,11 @@ enum exit_status {
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
-#define REDIS_URL_ENV "CASYNQ_REDIS_URL"
+#define REDIS_URL_ENV     "CASYNQ_REDIS_URL"
 
 /* The largest number of whole seconds that Go's time.Duration (int64
- * nanoseconds) can represent. asynq multiplies stored timeouts and retentions by
- * time.Second, so a larger value would overflow in every Go reader. */
+ * nanoseconds) can represent. asynq multiplies stored timeouts and retentions
+ * by time.Second, so a larger value would overflow in every Go reader. */
 #define MAX_DURATION_S INT64_C(9223372036)
 
 /* 9999-12-31T23:59:59Z, the last time that RFC 3339 can write. */
@@ -103,8 +103,7 @@ static bool parse_int64(const char *cmd, const char *flag, const char *text,
 static void print_json_string(FILE *out, const char *s)
 {
     fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0';
-         p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
         switch (*p) {
         case '"':
             fputs("\\\"", out);
@@ -153,8 +152,8 @@ static const char *format_unix_s(int64_t unix_s, char *buf, size_t len)
 static int finish_output(const char *cmd, int status)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "casynq %s: cannot write to standard output: %s\n",
-                cmd, strerror(errno));
+        fprintf(stderr, "casynq %s: cannot write to standard output: %s\n", cmd,
+                strerror(errno));
         return status == EXIT_OK ? EXIT_ERROR : status;
     }
     return status;
@@ -199,30 +198,30 @@ enum enqueue_flag {
 };
 
 static const struct option enqueue_options[] = {
-    {"redis", required_argument, NULL, FLAG_REDIS},
-    {"type", required_argument, NULL, FLAG_TYPE},
-    {"payload", required_argument, NULL, FLAG_PAYLOAD},
-    {"payload-file", required_argument, NULL, FLAG_PAYLOAD_FILE},
-    {"payload-hex", required_argument, NULL, FLAG_PAYLOAD_HEX},
-    {"no-payload", no_argument, NULL, FLAG_NO_PAYLOAD},
-    {"header", required_argument, NULL, FLAG_HEADER},
-    {"queue", required_argument, NULL, FLAG_QUEUE},
-    {"max-retry", required_argument, NULL, FLAG_MAX_RETRY},
-    {"timeout", required_argument, NULL, FLAG_TIMEOUT},
-    {"deadline", required_argument, NULL, FLAG_DEADLINE},
-    {"process-at", required_argument, NULL, FLAG_PROCESS_AT},
-    {"process-in", required_argument, NULL, FLAG_PROCESS_IN},
-    {"unique", required_argument, NULL, FLAG_UNIQUE},
-    {"task-id", required_argument, NULL, FLAG_TASK_ID},
-    {"retention", required_argument, NULL, FLAG_RETENTION},
-    {"group", required_argument, NULL, FLAG_GROUP},
-    {"count", required_argument, NULL, FLAG_COUNT},
-    {"json", no_argument, NULL, FLAG_JSON},
-    {"rate-key", required_argument, NULL, FLAG_RATE_KEY},
-    {"limits", required_argument, NULL, FLAG_LIMITS},
-    {"limiter", required_argument, NULL, FLAG_LIMITER},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+        {"redis", required_argument, NULL, FLAG_REDIS},
+        {"type", required_argument, NULL, FLAG_TYPE},
+        {"payload", required_argument, NULL, FLAG_PAYLOAD},
+        {"payload-file", required_argument, NULL, FLAG_PAYLOAD_FILE},
+        {"payload-hex", required_argument, NULL, FLAG_PAYLOAD_HEX},
+        {"no-payload", no_argument, NULL, FLAG_NO_PAYLOAD},
+        {"header", required_argument, NULL, FLAG_HEADER},
+        {"queue", required_argument, NULL, FLAG_QUEUE},
+        {"max-retry", required_argument, NULL, FLAG_MAX_RETRY},
+        {"timeout", required_argument, NULL, FLAG_TIMEOUT},
+        {"deadline", required_argument, NULL, FLAG_DEADLINE},
+        {"process-at", required_argument, NULL, FLAG_PROCESS_AT},
+        {"process-in", required_argument, NULL, FLAG_PROCESS_IN},
+        {"unique", required_argument, NULL, FLAG_UNIQUE},
+        {"task-id", required_argument, NULL, FLAG_TASK_ID},
+        {"retention", required_argument, NULL, FLAG_RETENTION},
+        {"group", required_argument, NULL, FLAG_GROUP},
+        {"count", required_argument, NULL, FLAG_COUNT},
+        {"json", no_argument, NULL, FLAG_JSON},
+        {"rate-key", required_argument, NULL, FLAG_RATE_KEY},
+        {"limits", required_argument, NULL, FLAG_LIMITS},
+        {"limiter", required_argument, NULL, FLAG_LIMITER},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
 };
 
 static void enqueue_usage(FILE *out)
@@ -407,8 +406,7 @@ static bool parse_number_flag(int flag, const char *value,
         casynq_enqueue_options_set_deadline_unix_s(opts, n);
         return true;
     case FLAG_PROCESS_AT:
-        if (!parse_int64("enqueue", "--process-at", value, 0, MAX_UNIX_S,
-                         &n)) {
+        if (!parse_int64("enqueue", "--process-at", value, 0, MAX_UNIX_S, &n)) {
             return false;
         }
         casynq_enqueue_options_set_process_at_unix_s(opts, n);
@@ -421,8 +419,7 @@ static bool parse_number_flag(int flag, const char *value,
         casynq_enqueue_options_set_process_in_s(opts, n);
         return true;
     case FLAG_UNIQUE:
-        if (!parse_int64("enqueue", "--unique", value, 1, MAX_DURATION_S,
-                         &n)) {
+        if (!parse_int64("enqueue", "--unique", value, 1, MAX_DURATION_S, &n)) {
             return false;
         }
         casynq_enqueue_options_set_unique_ttl_s(opts, n);
@@ -476,8 +473,7 @@ static bool parse_enqueue_flag(int flag, const char *value,
     case FLAG_PAYLOAD:
         return set_payload_source(args, PAYLOAD_STRING, "--payload", value);
     case FLAG_PAYLOAD_FILE:
-        return set_payload_source(args, PAYLOAD_FILE, "--payload-file",
-                                  value);
+        return set_payload_source(args, PAYLOAD_FILE, "--payload-file", value);
     case FLAG_PAYLOAD_HEX:
         return set_payload_source(args, PAYLOAD_HEX, "--payload-hex", value);
     case FLAG_NO_PAYLOAD:
@@ -716,8 +712,7 @@ static int read_stream(FILE *stream, unsigned char **out, size_t *len)
 
 /* Reads --payload-file into a new buffer in *out.
  * Returns: EXIT_OK or EXIT_ERROR. */
-static int read_payload_file(const char *path, unsigned char **out,
-                             size_t *len)
+static int read_payload_file(const char *path, unsigned char **out, size_t *len)
 {
     bool is_stdin = strcmp(path, "-") == 0;
     FILE *stream = is_stdin ? stdin : fopen(path, "rb");
@@ -752,8 +747,7 @@ static int read_payload_file(const char *path, unsigned char **out,
 
 /* Builds the task from type, payload options and headers.
  * Returns: EXIT_OK with *out set, or the exit status to end with. */
-static int build_task(const struct enqueue_args *args,
-                      struct casynq_task **out)
+static int build_task(const struct enqueue_args *args, struct casynq_task **out)
 {
     static const unsigned char empty[1] = {0};
     unsigned char *data = NULL;
@@ -842,8 +836,8 @@ static int add_headers(const struct enqueue_args *args,
             return EXIT_USAGE;
         }
         if (rc != 0) {
-            fprintf(stderr, "casynq enqueue: cannot add header %s: %s\n",
-                    arg, casynq_strerror(rc));
+            fprintf(stderr, "casynq enqueue: cannot add header %s: %s\n", arg,
+                    casynq_strerror(rc));
             return EXIT_ERROR;
         }
     }
@@ -959,8 +953,7 @@ static void print_info_json(const struct casynq_task_info *info)
     printf(",\"state\":\"%s\"",
            casynq_task_state_name(casynq_task_info_state(info)));
     printf(",\"max_retry\":%d", casynq_task_info_max_retry(info));
-    printf(",\"timeout_s\":%lld",
-           (long long)casynq_task_info_timeout_s(info));
+    printf(",\"timeout_s\":%lld", (long long)casynq_task_info_timeout_s(info));
     printf(",\"deadline_unix_s\":%lld",
            (long long)casynq_task_info_deadline_unix_s(info));
     printf(",\"next_process_at_unix_s\":%lld",
@@ -1005,9 +998,14 @@ static int report_enqueue_error(const struct enqueue_args *args,
 {
     char where[64] = "";
 
+    /* Tasks already reported on a buffered stdout come first, so the
+     * error stays the last line when both streams go to one pipe. */
+    fflush(stdout);
+
     if (args->count > 1) {
-        snprintf(where, sizeof(where), "task %lld of %lld: ",
-                 (long long)index + 1, (long long)args->count);
+        snprintf(where, sizeof(where),
+                 "task %lld of %lld: ", (long long)index + 1,
+                 (long long)args->count);
     }
     switch (rc) {
     case CASYNQ_EDUPLICATE:
@@ -1023,13 +1021,12 @@ static int report_enqueue_error(const struct enqueue_args *args,
                 where, casynq_client_last_error(client), args->task_id);
         return EXIT_ID_CONFLICT;
     case CASYNQ_EINVAL:
-        fprintf(stderr,
-                "casynq enqueue: %s%s; run 'casynq enqueue --help'\n", where,
-                casynq_client_last_error(client));
+        fprintf(stderr, "casynq enqueue: %s%s; run 'casynq enqueue --help'\n",
+                where, casynq_client_last_error(client));
         return EXIT_USAGE;
     case CASYNQ_ERATELIMITED:
-        fprintf(stderr, "casynq enqueue: %s%s (retry_after_ms=%lld)\n",
-                where, casynq_client_last_error(client),
+        fprintf(stderr, "casynq enqueue: %s%s (retry_after_ms=%lld)\n", where,
+                casynq_client_last_error(client),
                 (long long)casynq_client_retry_after_ms(client));
         return EXIT_RATE_LIMITED;
     case CASYNQ_EBACKLOG:
@@ -1112,8 +1109,7 @@ static int cmd_enqueue(int argc, char **argv)
     if (status != EXIT_OK) {
         goto out;
     }
-    status = finish_output("enqueue",
-                           enqueue_all(&args, client, task, opts));
+    status = finish_output("enqueue", enqueue_all(&args, client, task, opts));
 
 out:
     casynq_client_destroy(client);
@@ -1158,9 +1154,9 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"enqueue", "enqueue tasks into an asynq queue", cmd_enqueue},
-    {"version", "print the version of casynq", cmd_version},
-    {"help", "print help for casynq or for one command", cmd_help},
+        {"enqueue", "enqueue tasks into an asynq queue", cmd_enqueue},
+        {"version", "print the version of casynq", cmd_version},
+        {"help", "print help for casynq or for one command", cmd_help},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -1248,7 +1244,7 @@ int main(int argc, char **argv)
         main_usage(stdout);
         return finish_output("help", EXIT_OK);
     }
-    if (strcmp(argv[1], "--version") == 0) {
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
         return cmd_version(1, argv + 1);
     }
     if (argv[1][0] == '-') {
