@@ -53,16 +53,23 @@ static const char *status_text(enum casynq__status st)
     return "active";
 }
 
-void casynq__server_submit(struct casynq_server *srv, struct casynq__job *job)
+/* Appends job to the queue of head and tail. The caller holds srv->mu. */
+static void queue_push(struct casynq__job **head, struct casynq__job **tail,
+                       struct casynq__job *job)
 {
     job->qnext = NULL;
-    pthread_mutex_lock(&srv->mu);
-    if (srv->run_tail != NULL) {
-        srv->run_tail->qnext = job;
+    if (*tail != NULL) {
+        (*tail)->qnext = job;
     } else {
-        srv->run_head = job;
+        *head = job;
     }
-    srv->run_tail = job;
+    *tail = job;
+}
+
+void casynq__server_submit(struct casynq_server *srv, struct casynq__job *job)
+{
+    pthread_mutex_lock(&srv->mu);
+    queue_push(&srv->run_head, &srv->run_tail, job);
     pthread_cond_signal(&srv->run_cond);
     pthread_mutex_unlock(&srv->mu);
 }
@@ -99,14 +106,8 @@ static void *worker_main(void *arg)
         }
         job->run_ns = casynq__mono_ns() - begin_ns;
 
-        job->qnext = NULL;
         pthread_mutex_lock(&srv->mu);
-        if (srv->done_tail != NULL) {
-            srv->done_tail->qnext = job;
-        } else {
-            srv->done_head = job;
-        }
-        srv->done_tail = job;
+        queue_push(&srv->done_head, &srv->done_tail, job);
         pthread_mutex_unlock(&srv->mu);
         ev_async_send(srv->loop, &srv->wake);
     }

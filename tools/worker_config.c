@@ -340,11 +340,24 @@ void worker_config_describe_queues(const struct worker_config *c, char *buf,
     }
 }
 
+/* Replaces *slot with a copy of value after the caller has validated it.
+ * Returns: 0 or CASYNQ_ENOMEM (the old value stays). */
+static int replace_string(char **slot, const char *value)
+{
+    char *copy = copy_string(value);
+
+    if (copy == NULL) {
+        return CASYNQ_ENOMEM;
+    }
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
 int worker_config_set_redis_url(struct worker_config *c, const char *url,
                                 char *err, size_t errlen)
 {
     struct casynq_redis_options *opts = NULL;
-    char *copy;
     int rc;
 
     rc = casynq_redis_options_create(&opts);
@@ -359,20 +372,13 @@ int worker_config_set_redis_url(struct worker_config *c, const char *url,
     }
     casynq_redis_options_destroy(opts);
 
-    copy = copy_string(url);
-    if (copy == NULL) {
-        return CASYNQ_ENOMEM;
-    }
-    free(c->redis_url);
-    c->redis_url = copy;
-    return 0;
+    return replace_string(&c->redis_url, url);
 }
 
 int worker_config_set_metrics_addr(struct worker_config *c, const char *addr,
                                    char *err, size_t errlen)
 {
     struct casynq_config *cfg = NULL;
-    char *copy;
     int rc;
 
     rc = casynq_config_create(&cfg);
@@ -387,13 +393,7 @@ int worker_config_set_metrics_addr(struct worker_config *c, const char *addr,
     }
     casynq_config_destroy(cfg);
 
-    copy = copy_string(addr);
-    if (copy == NULL) {
-        return CASYNQ_ENOMEM;
-    }
-    free(c->metrics_addr);
-    c->metrics_addr = copy;
-    return 0;
+    return replace_string(&c->metrics_addr, addr);
 }
 
 /* ------------------------------------------------------------------------
