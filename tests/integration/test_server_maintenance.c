@@ -25,6 +25,7 @@
 #include <casynq.h>
 
 #include "broker_helpers.h"
+#include "server_fixture.h"
 #include "util.h"
 
 /* Upper bound for every wait on the server, in milliseconds. The heartbeat
@@ -40,74 +41,26 @@
 /* State shared by one test, its handlers and its teardown. Handlers run on
  * worker threads and touch only the atomics. */
 struct fixture {
-    const struct test_redis *server;
-    redisContext *redis;
-    struct casynq_client *client;
-    struct casynq_config *cfg;
-    struct casynq_mux *mux;
-    struct casynq_server *srv;
+    struct server_fixture base;
 
-    _Atomic int calls;          /* handler calls of any kind */
-    _Atomic int64_t called_ms;  /* unix ms of the last handler call */
-    _Atomic int retry_count;    /* casynq_ctx_retry_count() of that call */
-    _Atomic bool started;       /* the holding handler began */
-    _Atomic bool release;       /* the test lets the holding handler end */
-    _Atomic bool returned;      /* the holding handler returned */
+    _Atomic int calls;         /* handler calls of any kind */
+    _Atomic int64_t called_ms; /* unix ms of the last handler call */
+    _Atomic int retry_count;   /* casynq_ctx_retry_count() of that call */
+    _Atomic bool started;      /* the holding handler began */
+    _Atomic bool release;      /* the test lets the holding handler end */
+    _Atomic bool returned;     /* the holding handler returned */
 };
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond every POLL_MS until it holds, and fails the test with the
- * condition's text when it still does not hold after WAIT_MS. */
-#define WAIT_UNTIL(cond)                                                      \
-    do {                                                                      \
-        int64_t wait_end_ = casynq__mono_ms() + WAIT_MS;                      \
-        while (!(cond)) {                                                     \
-            if (casynq__mono_ms() > wait_end_) {                              \
-                fail_msg("timed out after %d ms waiting for: %s", WAIT_MS,   \
-                         #cond);                                              \
-            }                                                                 \
-            sleep_ms(POLL_MS);                                                \
-        }                                                                     \
-    } while (0)
 
 static int fixture_setup(void **state)
 {
-    const struct test_redis *server = test_redis_shared();
-    struct casynq_redis_options *opts = NULL;
-    struct fixture *fx;
-    int rc = 0;
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    int rc;
 
-    if (server->pid == 0 || test_redis_flushall(server) != 0) {
-        return -1;
-    }
-    fx = calloc(1, sizeof(*fx));
     if (fx == NULL) {
         return -1;
     }
-    fx->server = server;
-    fx->redis = test_redis_connect(server);
-    rc |= fx->redis == NULL ? -1 : 0;
-    rc |= casynq_redis_options_create(&opts);
-    rc |= casynq_redis_options_set_tcp(opts, "127.0.0.1", server->port);
-    rc |= casynq_client_create(opts, &fx->client);
-    rc |= casynq_config_create(&fx->cfg);
-    rc |= casynq_config_set_redis(fx->cfg, opts);
-    rc |= casynq_config_set_concurrency(fx->cfg, 1);
-    rc |= casynq_config_set_queue(fx->cfg, QUEUE, 1);
-    /* Short intervals keep the tests fast. */
-    rc |= casynq_config_set_task_check_interval_ms(fx->cfg, 50);
-    rc |= casynq_config_set_delayed_task_check_interval_ms(fx->cfg, 200);
-    rc |= casynq_config_set_janitor(fx->cfg, 200, 100);
-    rc |= casynq_config_set_shutdown_timeout_ms(fx->cfg, 2000);
-    rc |= casynq_config_set_log(fx->cfg, NULL, NULL, CASYNQ_LOG_WARN);
-    rc |= casynq_mux_create(&fx->mux);
-    casynq_redis_options_destroy(opts);
+    rc = server_fixture_init(&fx->base);
+    rc |= casynq_config_set_queue(fx->base.cfg, QUEUE, 1);
     *state = fx;
     return rc == 0 ? 0 : -1;
 }
@@ -122,13 +75,7 @@ static int fixture_teardown(void **state)
     /* Destroying a running server shuts it down first, so no handler
      * touches the fixture after this line. */
     atomic_store(&fx->release, true);
-    casynq_server_destroy(fx->srv);
-    casynq_mux_destroy(fx->mux);
-    casynq_config_destroy(fx->cfg);
-    casynq_client_destroy(fx->client);
-    if (fx->redis != NULL) {
-        redisFree(fx->redis);
-    }
+    server_fixture_finish(&fx->base);
     free(fx);
     *state = NULL;
     return 0;
@@ -136,17 +83,7 @@ static int fixture_teardown(void **state)
 
 static void start_server(struct fixture *fx)
 {
-    int rc = casynq_server_create(fx->cfg, fx->mux, &fx->srv);
-
-    if (rc != 0) {
-        fail_msg("casynq_server_create returned %s: %s", casynq_err_name(rc),
-                 casynq_config_last_error(fx->cfg));
-    }
-    rc = casynq_server_start(fx->srv);
-    if (rc != 0) {
-        fail_msg("casynq_server_start returned %s: %s", casynq_err_name(rc),
-                 casynq_server_last_error(fx->srv));
-    }
+    server_fixture_start(&fx->base);
 }
 
 /* Returns new enqueue options for `queue`. */
@@ -173,12 +110,13 @@ static void enqueue(struct fixture *fx, const char *type,
         opts = options_new(QUEUE);
     }
     assert_int_equal(casynq_task_create(type, NULL, 0, &task), 0);
-    rc = casynq_client_enqueue(fx->client, task, opts, &info);
+    rc = casynq_client_enqueue(fx->base.client, task, opts, &info);
     casynq_task_destroy(task);
     casynq_enqueue_options_destroy(opts);
     if (rc != 0) {
         fail_msg("enqueue of a %s task returned %s: %s", type,
-                 casynq_err_name(rc), casynq_client_last_error(fx->client));
+                 casynq_err_name(rc),
+                 casynq_client_last_error(fx->base.client));
     }
     snprintf(id_out, CASYNQ__UUID_LEN + 1, "%s", casynq_task_info_id(info));
     casynq_task_info_destroy(info);
@@ -193,7 +131,7 @@ static const char *task_key(const char *id)
 
 static bool key_exists(struct fixture *fx, const char *key)
 {
-    redisReply *r = redis_run(fx->redis, "EXISTS %s", key);
+    redisReply *r = redis_run(fx->base.redis, "EXISTS %s", key);
     bool found = r->integer == 1;
 
     freeReplyObject(r);
@@ -202,7 +140,7 @@ static bool key_exists(struct fixture *fx, const char *key)
 
 static bool zset_has(struct fixture *fx, const char *key, const char *member)
 {
-    redisReply *r = redis_run(fx->redis, "ZSCORE %s %s", key, member);
+    redisReply *r = redis_run(fx->base.redis, "ZSCORE %s %s", key, member);
     bool found = r->type != REDIS_REPLY_NIL;
 
     freeReplyObject(r);
@@ -211,7 +149,7 @@ static bool zset_has(struct fixture *fx, const char *key, const char *member)
 
 static bool hash_has(struct fixture *fx, const char *key, const char *field)
 {
-    redisReply *r = redis_run(fx->redis, "HEXISTS %s %s", key, field);
+    redisReply *r = redis_run(fx->base.redis, "HEXISTS %s %s", key, field);
     bool found = r->integer == 1;
 
     freeReplyObject(r);
@@ -283,14 +221,14 @@ static int handle_hold(struct casynq_ctx *ctx, const struct casynq_task *task,
 
 static void register_handlers(struct fixture *fx)
 {
-    assert_int_equal(casynq_mux_handle(fx->mux, "ok:", handle_ok, fx), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "fail:once", handle_fail_once,
-                                       fx),
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "ok:", handle_ok, fx), 0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "fail:once", handle_fail_once, fx),
+            0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "fail:always", handle_fail, fx), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "hold:", handle_hold, fx),
                      0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "fail:always", handle_fail,
-                                       fx),
-                     0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "hold:", handle_hold, fx), 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -308,8 +246,8 @@ static void test_forwarder_scheduled_task_runs_when_due(void **state)
     register_handlers(fx);
     assert_int_equal(casynq_enqueue_options_set_process_in_s(opts, 1), 0);
     enqueue(fx, "ok:later", opts, id);
-    assert_hash_field(fx->redis, task_key(id), "state", "scheduled");
-    due_s = redis_zscore(fx->redis, scheduled_key, id);
+    assert_hash_field(fx->base.redis, task_key(id), "state", "scheduled");
+    due_s = redis_zscore(fx->base.redis, scheduled_key, id);
 
     start_server(fx);
     WAIT_UNTIL(!key_exists(fx, task_key(id)));
@@ -318,7 +256,7 @@ static void test_forwarder_scheduled_task_runs_when_due(void **state)
     /* The task ran once its second was reached, never before (an ordering
      * check against the wall clock). */
     assert_true(atomic_load(&fx->called_ms) >= due_s * 1000);
-    assert_key_missing(fx->redis, scheduled_key);
+    assert_key_missing(fx->base.redis, scheduled_key);
 }
 
 static void test_forwarder_due_retry_task_runs(void **state)
@@ -336,14 +274,14 @@ static void test_forwarder_due_retry_task_runs(void **state)
     WAIT_UNTIL(zset_has(fx, retry_key, id));
     assert_int_equal(atomic_load(&fx->calls), 1);
     /* Make it due now, as if that time had passed. */
-    r = redis_run(fx->redis, "ZADD %s XX %lld %s", retry_key,
+    r = redis_run(fx->base.redis, "ZADD %s XX %lld %s", retry_key,
                   (long long)casynq__now_unix_s() - 1, id);
     freeReplyObject(r);
     WAIT_UNTIL(!key_exists(fx, task_key(id)));
 
     assert_int_equal(atomic_load(&fx->calls), 2);
     assert_int_equal(atomic_load(&fx->retry_count), 1);
-    assert_key_missing(fx->redis, retry_key);
+    assert_key_missing(fx->base.redis, retry_key);
 }
 
 static void test_janitor_deletes_expired_completed_task(void **state)
@@ -367,14 +305,14 @@ static void test_janitor_deletes_expired_completed_task(void **state)
     WAIT_UNTIL(zset_has(fx, completed_key, expired));
     WAIT_UNTIL(zset_has(fx, completed_key, kept));
     /* Let one retention run out, as if its hour had passed. */
-    r = redis_run(fx->redis, "ZADD %s XX %lld %s", completed_key,
+    r = redis_run(fx->base.redis, "ZADD %s XX %lld %s", completed_key,
                   (long long)casynq__now_unix_s() - 1, expired);
     freeReplyObject(r);
     WAIT_UNTIL(!key_exists(fx, task_key(expired)));
 
-    assert_zset_lacks(fx->redis, completed_key, expired);
+    assert_zset_lacks(fx->base.redis, completed_key, expired);
     assert_true(zset_has(fx, completed_key, kept));
-    assert_hash_field(fx->redis, task_key(kept), "state", "completed");
+    assert_hash_field(fx->base.redis, task_key(kept), "state", "completed");
 }
 
 static void test_archive_trims_to_max_size(void **state)
@@ -390,19 +328,19 @@ static void test_archive_trims_to_max_size(void **state)
     /* 10,000 archived tasks, one second apart and all younger than the
      * 90 day age limit, sent as one pipeline. */
     for (int i = 0; i < 10000; i++) {
-        redisAppendCommand(fx->redis, "ZADD %s %lld old-%d", archived_key,
+        redisAppendCommand(fx->base.redis, "ZADD %s %lld old-%d", archived_key,
                            (long long)(oldest_s + i), i);
-        redisAppendCommand(fx->redis, "HSET asynq:{%s}:t:old-%d state archived",
-                           QUEUE, i);
+        redisAppendCommand(fx->base.redis,
+                           "HSET asynq:{%s}:t:old-%d state archived", QUEUE, i);
     }
     for (int i = 0; i < 20000; i++) {
         void *reply = NULL;
 
-        assert_int_equal(redisGetReply(fx->redis, &reply), REDIS_OK);
+        assert_int_equal(redisGetReply(fx->base.redis, &reply), REDIS_OK);
         assert_int_not_equal(((redisReply *)reply)->type, REDIS_REPLY_ERROR);
         freeReplyObject(reply);
     }
-    assert_int_equal(redis_zcard(fx->redis, archived_key), 10000);
+    assert_int_equal(redis_zcard(fx->base.redis, archived_key), 10000);
 
     assert_int_equal(casynq_enqueue_options_set_max_retry(opts, 0), 0);
     enqueue(fx, "fail:always", opts, id);
@@ -411,15 +349,15 @@ static void test_archive_trims_to_max_size(void **state)
 
     /* The 10,001 members are trimmed to 9,999, so the two oldest go, with
      * their task hashes. */
-    assert_int_equal(redis_zcard(fx->redis, archived_key), 9999);
-    assert_zset_lacks(fx->redis, archived_key, "old-0");
-    assert_zset_lacks(fx->redis, archived_key, "old-1");
-    assert_key_missing(fx->redis, task_key("old-0"));
-    assert_key_missing(fx->redis, task_key("old-1"));
+    assert_int_equal(redis_zcard(fx->base.redis, archived_key), 9999);
+    assert_zset_lacks(fx->base.redis, archived_key, "old-0");
+    assert_zset_lacks(fx->base.redis, archived_key, "old-1");
+    assert_key_missing(fx->base.redis, task_key("old-0"));
+    assert_key_missing(fx->base.redis, task_key("old-1"));
     assert_true(zset_has(fx, archived_key, "old-2"));
-    assert_key_exists(fx->redis, task_key("old-2"));
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
-    r = redis_run(fx->redis, "ZRANGE %s -1 -1", archived_key);
+    assert_key_exists(fx->base.redis, task_key("old-2"));
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
+    r = redis_run(fx->base.redis, "ZRANGE %s -1 -1", archived_key);
     assert_int_equal(r->elements, 1);
     assert_string_equal(r->element[0]->str, id);
     freeReplyObject(r);
@@ -431,8 +369,8 @@ static void test_archive_trims_to_max_size(void **state)
 
 /* The keys a server writes in its heartbeat. */
 struct server_keys {
-    char server_key[512];   /* asynq:servers:{host:pid:id}, also the member */
-    char workers_key[512];  /* asynq:workers:{host:pid:id}, also the member */
+    char server_key[512];  /* asynq:servers:{host:pid:id}, also the member */
+    char workers_key[512]; /* asynq:workers:{host:pid:id}, also the member */
     char server_id[128];
 };
 
@@ -445,8 +383,8 @@ static void find_server_keys(struct fixture *fx, struct server_keys *keys)
     redisReply *r;
     size_t len;
 
-    WAIT_UNTIL(redis_zcard(fx->redis, "asynq:servers") == 1);
-    r = redis_run(fx->redis, "ZRANGE asynq:servers 0 -1");
+    WAIT_UNTIL(redis_zcard(fx->base.redis, "asynq:servers") == 1);
+    r = redis_run(fx->base.redis, "ZRANGE asynq:servers 0 -1");
     assert_int_equal(r->elements, 1);
     snprintf(keys->server_key, sizeof(keys->server_key), "%s",
              r->element[0]->str);
@@ -465,8 +403,7 @@ static void find_server_keys(struct fixture *fx, struct server_keys *keys)
              (int)(len - strlen(prefix) - 1),
              keys->server_key + strlen(prefix));
     snprintf(keys->workers_key, sizeof(keys->workers_key),
-             "asynq:workers:{%s:%d:%s}", host, (int)getpid(),
-             keys->server_id);
+             "asynq:workers:{%s:%d:%s}", host, (int)getpid(), keys->server_id);
 }
 
 /* Returns the decoded ServerInfo at the server key, or NULL when it is
@@ -474,7 +411,7 @@ static void find_server_keys(struct fixture *fx, struct server_keys *keys)
 static Asynq__ServerInfo *read_server_info(struct fixture *fx,
                                            const struct server_keys *keys)
 {
-    redisReply *r = redis_run(fx->redis, "GET %s", keys->server_key);
+    redisReply *r = redis_run(fx->base.redis, "GET %s", keys->server_key);
     Asynq__ServerInfo *info = NULL;
 
     if (r->type == REDIS_REPLY_STRING) {
@@ -491,8 +428,7 @@ static Asynq__ServerInfo *read_server_info(struct fixture *fx,
 }
 
 /* Returns whether the ServerInfo at the server key has status `status`. */
-static bool server_status_is(struct fixture *fx,
-                             const struct server_keys *keys,
+static bool server_status_is(struct fixture *fx, const struct server_keys *keys,
                              const char *status)
 {
     Asynq__ServerInfo *info = read_server_info(fx, keys);
@@ -547,7 +483,8 @@ static void assert_worker_info(struct fixture *fx,
                                const struct server_keys *keys, const char *id,
                                int64_t enqueued_s)
 {
-    redisReply *r = redis_run(fx->redis, "HGET %s %s", keys->workers_key, id);
+    redisReply *r =
+            redis_run(fx->base.redis, "HGET %s %s", keys->workers_key, id);
     Asynq__WorkerInfo *w;
 
     assert_int_equal(r->type, REDIS_REPLY_STRING);
@@ -559,8 +496,7 @@ static void assert_worker_info(struct fixture *fx,
     assert_string_equal(w->task_id, id);
     assert_string_equal(w->task_type, "hold:x");
     assert_string_equal(w->queue, "hb-low");
-    assert_in_range(w->start_time->seconds, enqueued_s,
-                    casynq__now_unix_s());
+    assert_in_range(w->start_time->seconds, enqueued_s, casynq__now_unix_s());
     /* The task has a 600 s timeout and no deadline. */
     assert_int_equal(timestamp_ms(w->deadline),
                      timestamp_ms(w->start_time) + 600 * 1000);
@@ -581,11 +517,11 @@ static void test_heartbeat_writes_and_clears_server_state(void **state)
     redisReply *r;
 
     register_handlers(fx);
-    assert_int_equal(casynq_config_clear_queues(fx->cfg), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "hb-high", 3), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "hb-low", 1), 0);
-    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
-    assert_int_equal(casynq_config_set_concurrency(fx->cfg, 2), 0);
+    assert_int_equal(casynq_config_clear_queues(fx->base.cfg), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "hb-high", 3), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "hb-low", 1), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->base.cfg, true), 0);
+    assert_int_equal(casynq_config_set_concurrency(fx->base.cfg, 2), 0);
     before_start_s = casynq__now_unix_s();
     start_server(fx);
     after_start_s = casynq__now_unix_s();
@@ -598,17 +534,17 @@ static void test_heartbeat_writes_and_clears_server_state(void **state)
     /* A later beat lists the running task. */
     WAIT_UNTIL(hash_has(fx, keys.workers_key, id));
 
-    r = redis_run(fx->redis, "HLEN %s", keys.workers_key);
+    r = redis_run(fx->base.redis, "HLEN %s", keys.workers_key);
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
 
-    assert_true(redis_zscore(fx->redis, "asynq:servers", keys.server_key) >
+    assert_true(redis_zscore(fx->base.redis, "asynq:servers", keys.server_key) >
                 casynq__now_unix_s());
-    assert_true(redis_zscore(fx->redis, "asynq:workers", keys.workers_key) >
-                casynq__now_unix_s());
-    ttl = redis_ttl(fx->redis, keys.server_key);
+    assert_true(redis_zscore(fx->base.redis, "asynq:workers",
+                             keys.workers_key) > casynq__now_unix_s());
+    ttl = redis_ttl(fx->base.redis, keys.server_key);
     assert_in_range(ttl, 1, 10);
-    ttl = redis_ttl(fx->redis, keys.workers_key);
+    ttl = redis_ttl(fx->base.redis, keys.workers_key);
     assert_in_range(ttl, 1, 10);
     info = read_server_info(fx, &keys);
     assert_non_null(info);
@@ -618,12 +554,12 @@ static void test_heartbeat_writes_and_clears_server_state(void **state)
 
     atomic_store(&fx->release, true);
     WAIT_UNTIL(!key_exists(fx, keyf("asynq:{hb-low}:t:%s", id)));
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
-    assert_key_missing(fx->redis, keys.server_key);
-    assert_key_missing(fx->redis, keys.workers_key);
-    assert_zset_lacks(fx->redis, "asynq:servers", keys.server_key);
-    assert_zset_lacks(fx->redis, "asynq:workers", keys.workers_key);
+    assert_key_missing(fx->base.redis, keys.server_key);
+    assert_key_missing(fx->base.redis, keys.workers_key);
+    assert_zset_lacks(fx->base.redis, "asynq:servers", keys.server_key);
+    assert_zset_lacks(fx->base.redis, "asynq:workers", keys.workers_key);
 }
 
 static void test_server_stop_reports_stopped_and_takes_no_tasks(void **state)
@@ -641,7 +577,7 @@ static void test_server_stop_reports_stopped_and_takes_no_tasks(void **state)
     find_server_keys(fx, &keys);
     WAIT_UNTIL(atomic_load(&fx->started));
 
-    assert_int_equal(casynq_server_stop(fx->srv), 0);
+    assert_int_equal(casynq_server_stop(fx->base.srv), 0);
     WAIT_UNTIL(server_status_is(fx, &keys, "stopped"));
 
     /* The running task still finishes and is recorded. */
@@ -652,21 +588,21 @@ static void test_server_stop_reports_stopped_and_takes_no_tasks(void **state)
      * server at least one full 5 s beat interval in which an active server
      * would have fetched it many times over. */
     enqueue(fx, "ok:later", NULL, later);
-    beat = redis_zscore(fx->redis, "asynq:servers", keys.server_key);
-    WAIT_UNTIL(redis_zscore(fx->redis, "asynq:servers", keys.server_key) >
+    beat = redis_zscore(fx->base.redis, "asynq:servers", keys.server_key);
+    WAIT_UNTIL(redis_zscore(fx->base.redis, "asynq:servers", keys.server_key) >
                beat);
-    beat = redis_zscore(fx->redis, "asynq:servers", keys.server_key);
-    WAIT_UNTIL(redis_zscore(fx->redis, "asynq:servers", keys.server_key) >
+    beat = redis_zscore(fx->base.redis, "asynq:servers", keys.server_key);
+    WAIT_UNTIL(redis_zscore(fx->base.redis, "asynq:servers", keys.server_key) >
                beat);
 
     assert_true(server_status_is(fx, &keys, "stopped"));
     assert_int_equal(atomic_load(&fx->calls), 1);
-    assert_hash_field(fx->redis, task_key(later), "state", "pending");
-    assert_list(fx->redis, pending_key, (const char *const[]){later}, 1);
+    assert_hash_field(fx->base.redis, task_key(later), "state", "pending");
+    assert_list(fx->base.redis, pending_key, (const char *const[]){later}, 1);
 
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
-    assert_list(fx->redis, pending_key, (const char *const[]){later}, 1);
-    assert_key_missing(fx->redis, keys.server_key);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
+    assert_list(fx->base.redis, pending_key, (const char *const[]){later}, 1);
+    assert_key_missing(fx->base.redis, keys.server_key);
 }
 
 /* ------------------------------------------------------------------------
@@ -676,7 +612,7 @@ static void test_server_stop_reports_stopped_and_takes_no_tasks(void **state)
 /* Fails unless the config's last error contains `text`. */
 static void assert_config_error(struct fixture *fx, const char *text)
 {
-    const char *msg = casynq_config_last_error(fx->cfg);
+    const char *msg = casynq_config_last_error(fx->base.cfg);
 
     if (strstr(msg, text) == NULL) {
         fail_msg("config error \"%s\" does not mention \"%s\"", msg, text);
@@ -687,11 +623,11 @@ static void test_config_bad_queue_weight_rejected(void **state)
 {
     struct fixture *fx = *state;
 
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "zero", 0),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "zero", 0),
                      CASYNQ_EINVAL);
     assert_config_error(fx, "weight");
     assert_config_error(fx, "zero");
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "negative", -1),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "negative", -1),
                      CASYNQ_EINVAL);
     assert_config_error(fx, "weight");
     assert_config_error(fx, "negative");
@@ -701,12 +637,13 @@ static void test_config_empty_queue_name_rejected(void **state)
 {
     struct fixture *fx = *state;
 
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "", 1), CASYNQ_EINVAL);
-    assert_config_error(fx, "queue name");
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "   ", 1),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "", 1),
                      CASYNQ_EINVAL);
     assert_config_error(fx, "queue name");
-    assert_int_equal(casynq_config_set_queue(fx->cfg, NULL, 1),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "   ", 1),
+                     CASYNQ_EINVAL);
+    assert_config_error(fx, "queue name");
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, NULL, 1),
                      CASYNQ_EINVAL);
 }
 
@@ -714,10 +651,10 @@ static void test_config_zero_concurrency_rejected(void **state)
 {
     struct fixture *fx = *state;
 
-    assert_int_equal(casynq_config_set_concurrency(fx->cfg, 0),
+    assert_int_equal(casynq_config_set_concurrency(fx->base.cfg, 0),
                      CASYNQ_EINVAL);
     assert_config_error(fx, "concurrency");
-    assert_int_equal(casynq_config_set_concurrency(fx->cfg, -3),
+    assert_int_equal(casynq_config_set_concurrency(fx->base.cfg, -3),
                      CASYNQ_EINVAL);
     assert_config_error(fx, "concurrency");
 }
@@ -729,8 +666,8 @@ static void test_server_create_without_queues_rejected(void **state)
     struct casynq_server *srv = (struct casynq_server *)(uintptr_t)1;
 
     register_handlers(fx);
-    assert_int_equal(casynq_config_clear_queues(fx->cfg), 0);
-    assert_int_equal(casynq_server_create(fx->cfg, fx->mux, &srv),
+    assert_int_equal(casynq_config_clear_queues(fx->base.cfg), 0);
+    assert_int_equal(casynq_server_create(fx->base.cfg, fx->base.mux, &srv),
                      CASYNQ_EINVAL);
     assert_null(srv);
     assert_config_error(fx, "no queues");
@@ -753,24 +690,25 @@ static void test_server_start_unreachable_redis_fails(void **state)
     snprintf(url, sizeof(url), "unix://%s/redis.sock", dir);
     assert_int_equal(casynq_redis_options_create(&opts), 0);
     assert_int_equal(casynq_redis_options_set_url(opts, url), 0);
-    assert_int_equal(casynq_config_set_redis(fx->cfg, opts), 0);
+    assert_int_equal(casynq_config_set_redis(fx->base.cfg, opts), 0);
     casynq_redis_options_destroy(opts);
     register_handlers(fx);
-    assert_int_equal(casynq_server_create(fx->cfg, fx->mux, &fx->srv), 0);
+    assert_int_equal(
+            casynq_server_create(fx->base.cfg, fx->base.mux, &fx->base.srv), 0);
 
-    rc = casynq_server_start(fx->srv);
+    rc = casynq_server_start(fx->base.srv);
     assert_int_equal(rmdir(dir), 0);
 
     assert_int_equal(rc, CASYNQ_ECONNECT);
-    if (strstr(casynq_server_last_error(fx->srv), dir) == NULL) {
+    if (strstr(casynq_server_last_error(fx->base.srv), dir) == NULL) {
         fail_msg("server error \"%s\" does not name the socket in %s",
-                 casynq_server_last_error(fx->srv), dir);
+                 casynq_server_last_error(fx->base.srv), dir);
     }
     /* A server that never started cannot be shut down. */
-    assert_int_equal(casynq_server_shutdown(fx->srv), CASYNQ_ESTATE);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), CASYNQ_ESTATE);
 }
 
-#define SERVER_TEST(fn)                                                       \
+#define SERVER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 static void test_lease_extended_in_task_queue(void **state)
@@ -784,8 +722,8 @@ static void test_lease_extended_in_task_queue(void **state)
     /* Strict priority fetches "urgent" first although it is the second
      * queue of the configuration, so the queue's position in the dequeue
      * differs from its index in the configuration. */
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "urgent", 5), 0);
-    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "urgent", 5), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->base.cfg, true), 0);
     register_handlers(fx);
     enqueue(fx, "hold:lease", options_new("urgent"), id);
     start_server(fx);
@@ -795,18 +733,18 @@ static void test_lease_extended_in_task_queue(void **state)
         sleep_ms(POLL_MS);
     }
     assert_true(atomic_load(&fx->started));
-    first = redis_zscore(fx->redis, lease_key, id);
+    first = redis_zscore(fx->base.redis, lease_key, id);
     assert_true(first > 0);
 
     /* The heartbeat extends the lease every 5 s, in the task's own queue. */
     deadline = casynq__mono_ms() + WAIT_MS;
-    while (redis_zscore(fx->redis, lease_key, id) <= first &&
+    while (redis_zscore(fx->base.redis, lease_key, id) <= first &&
            casynq__mono_ms() < deadline) {
         sleep_ms(100);
     }
-    if (redis_zscore(fx->redis, lease_key, id) <= first) {
-        fail_msg("the lease of task %s in %s stayed at %lld for %d ms",
-                 id, lease_key, (long long)first, WAIT_MS);
+    if (redis_zscore(fx->base.redis, lease_key, id) <= first) {
+        fail_msg("the lease of task %s in %s stayed at %lld for %d ms", id,
+                 lease_key, (long long)first, WAIT_MS);
     }
     atomic_store(&fx->release, true);
 }
@@ -814,18 +752,18 @@ static void test_lease_extended_in_task_queue(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        SERVER_TEST(test_forwarder_scheduled_task_runs_when_due),
-        SERVER_TEST(test_forwarder_due_retry_task_runs),
-        SERVER_TEST(test_janitor_deletes_expired_completed_task),
-        SERVER_TEST(test_archive_trims_to_max_size),
-        SERVER_TEST(test_heartbeat_writes_and_clears_server_state),
-        SERVER_TEST(test_lease_extended_in_task_queue),
-        SERVER_TEST(test_server_stop_reports_stopped_and_takes_no_tasks),
-        SERVER_TEST(test_config_bad_queue_weight_rejected),
-        SERVER_TEST(test_config_empty_queue_name_rejected),
-        SERVER_TEST(test_config_zero_concurrency_rejected),
-        SERVER_TEST(test_server_create_without_queues_rejected),
-        SERVER_TEST(test_server_start_unreachable_redis_fails),
+            SERVER_TEST(test_forwarder_scheduled_task_runs_when_due),
+            SERVER_TEST(test_forwarder_due_retry_task_runs),
+            SERVER_TEST(test_janitor_deletes_expired_completed_task),
+            SERVER_TEST(test_archive_trims_to_max_size),
+            SERVER_TEST(test_heartbeat_writes_and_clears_server_state),
+            SERVER_TEST(test_lease_extended_in_task_queue),
+            SERVER_TEST(test_server_stop_reports_stopped_and_takes_no_tasks),
+            SERVER_TEST(test_config_bad_queue_weight_rejected),
+            SERVER_TEST(test_config_empty_queue_name_rejected),
+            SERVER_TEST(test_config_zero_concurrency_rejected),
+            SERVER_TEST(test_server_create_without_queues_rejected),
+            SERVER_TEST(test_server_start_unreachable_redis_fails),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,

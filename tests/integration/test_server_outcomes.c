@@ -25,11 +25,8 @@
 #include <casynq.h>
 
 #include "broker_helpers.h"
+#include "server_fixture.h"
 #include "util.h"
-
-/* Upper bound for every wait on the server, in milliseconds. */
-#define WAIT_MS 20000
-#define POLL_MS 10
 
 #define QUEUE "jobs"
 
@@ -45,27 +42,22 @@
  * teardown. Handlers run on worker threads and callbacks on the server's
  * loop thread, so scalars are atomic and the rest is guarded by mu. */
 struct fixture {
-    const struct test_redis *server;
-    redisContext *redis;
-    struct casynq_client *client;
-    struct casynq_config *cfg;
-    struct casynq_mux *mux;
-    struct casynq_server *srv;
+    struct server_fixture base;
 
-    _Atomic int calls;            /* handler calls of any kind */
-    _Atomic bool started;         /* a waiting or spinning handler began */
-    _Atomic bool returned;        /* that handler returned */
-    _Atomic int wait_rc;          /* what casynq_ctx_wait() returned */
-    _Atomic bool saw_cancelled;   /* casynq_ctx_is_cancelled() after it */
-    _Atomic int64_t deadline_ms;  /* casynq_ctx_deadline_unix_ms() */
-    _Atomic int64_t woke_ms;      /* unix ms when the wait returned */
+    _Atomic int calls;           /* handler calls of any kind */
+    _Atomic bool started;        /* a waiting or spinning handler began */
+    _Atomic bool returned;       /* that handler returned */
+    _Atomic int wait_rc;         /* what casynq_ctx_wait() returned */
+    _Atomic bool saw_cancelled;  /* casynq_ctx_is_cancelled() after it */
+    _Atomic int64_t deadline_ms; /* casynq_ctx_deadline_unix_ms() */
+    _Atomic int64_t woke_ms;     /* unix ms when the wait returned */
     _Atomic int is_failure_calls;
 
     pthread_mutex_t mu;
-    int retry_counts[8];          /* casynq_ctx_retry_count() per call */
-    int delay_retried[8];         /* `retried` passed to the delay fn */
+    int retry_counts[8];  /* casynq_ctx_retry_count() per call */
+    int delay_retried[8]; /* `retried` passed to the delay fn */
     int ndelay;
-    int nerrors;                  /* error handler calls */
+    int nerrors; /* error handler calls */
     char error_id[64];
     char error_queue[64];
     char error_type[64];
@@ -73,60 +65,17 @@ struct fixture {
     int error_code;
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond every POLL_MS until it holds, and fails the test with the
- * condition's text when it still does not hold after WAIT_MS. */
-#define WAIT_UNTIL(cond)                                                      \
-    do {                                                                      \
-        int64_t wait_end_ = casynq__mono_ms() + WAIT_MS;                      \
-        while (!(cond)) {                                                     \
-            if (casynq__mono_ms() > wait_end_) {                              \
-                fail_msg("timed out after %d ms waiting for: %s", WAIT_MS,   \
-                         #cond);                                              \
-            }                                                                 \
-            sleep_ms(POLL_MS);                                                \
-        }                                                                     \
-    } while (0)
-
 static int fixture_setup(void **state)
 {
-    const struct test_redis *server = test_redis_shared();
-    struct casynq_redis_options *opts = NULL;
-    struct fixture *fx;
-    int rc = 0;
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    int rc;
 
-    if (server->pid == 0 || test_redis_flushall(server) != 0) {
-        return -1;
-    }
-    fx = calloc(1, sizeof(*fx));
     if (fx == NULL) {
         return -1;
     }
     pthread_mutex_init(&fx->mu, NULL);
-    fx->server = server;
-    fx->redis = test_redis_connect(server);
-    rc |= fx->redis == NULL ? -1 : 0;
-    rc |= casynq_redis_options_create(&opts);
-    rc |= casynq_redis_options_set_tcp(opts, "127.0.0.1", server->port);
-    rc |= casynq_client_create(opts, &fx->client);
-    rc |= casynq_config_create(&fx->cfg);
-    rc |= casynq_config_set_redis(fx->cfg, opts);
-    rc |= casynq_config_set_concurrency(fx->cfg, 1);
-    rc |= casynq_config_set_queue(fx->cfg, QUEUE, 1);
-    /* Short intervals keep the tests fast. */
-    rc |= casynq_config_set_task_check_interval_ms(fx->cfg, 50);
-    rc |= casynq_config_set_delayed_task_check_interval_ms(fx->cfg, 200);
-    rc |= casynq_config_set_janitor(fx->cfg, 200, 100);
-    rc |= casynq_config_set_shutdown_timeout_ms(fx->cfg, 2000);
-    rc |= casynq_config_set_log(fx->cfg, NULL, NULL, CASYNQ_LOG_WARN);
-    rc |= casynq_mux_create(&fx->mux);
-    casynq_redis_options_destroy(opts);
+    rc = server_fixture_init(&fx->base);
+    rc |= casynq_config_set_queue(fx->base.cfg, QUEUE, 1);
     *state = fx;
     return rc == 0 ? 0 : -1;
 }
@@ -140,13 +89,7 @@ static int fixture_teardown(void **state)
     }
     /* Destroying a running server shuts it down first, so no handler or
      * callback touches the fixture after this line. */
-    casynq_server_destroy(fx->srv);
-    casynq_mux_destroy(fx->mux);
-    casynq_config_destroy(fx->cfg);
-    casynq_client_destroy(fx->client);
-    if (fx->redis != NULL) {
-        redisFree(fx->redis);
-    }
+    server_fixture_finish(&fx->base);
     pthread_mutex_destroy(&fx->mu);
     free(fx);
     *state = NULL;
@@ -155,17 +98,7 @@ static int fixture_teardown(void **state)
 
 static void start_server(struct fixture *fx)
 {
-    int rc = casynq_server_create(fx->cfg, fx->mux, &fx->srv);
-
-    if (rc != 0) {
-        fail_msg("casynq_server_create returned %s: %s", casynq_err_name(rc),
-                 casynq_config_last_error(fx->cfg));
-    }
-    rc = casynq_server_start(fx->srv);
-    if (rc != 0) {
-        fail_msg("casynq_server_start returned %s: %s", casynq_err_name(rc),
-                 casynq_server_last_error(fx->srv));
-    }
+    server_fixture_start(&fx->base);
 }
 
 /* Returns new enqueue options for QUEUE. */
@@ -191,14 +124,14 @@ static void enqueue(struct fixture *fx, const char *type, const void *payload,
     if (opts == NULL) {
         opts = options_new();
     }
-    assert_int_equal(casynq_task_create(type, payload, payload_len, &task),
-                     0);
-    rc = casynq_client_enqueue(fx->client, task, opts, &info);
+    assert_int_equal(casynq_task_create(type, payload, payload_len, &task), 0);
+    rc = casynq_client_enqueue(fx->base.client, task, opts, &info);
     casynq_task_destroy(task);
     casynq_enqueue_options_destroy(opts);
     if (rc != 0) {
         fail_msg("enqueue of a %s task returned %s: %s", type,
-                 casynq_err_name(rc), casynq_client_last_error(fx->client));
+                 casynq_err_name(rc),
+                 casynq_client_last_error(fx->base.client));
     }
     snprintf(id_out, CASYNQ__UUID_LEN + 1, "%s", casynq_task_info_id(info));
     casynq_task_info_destroy(info);
@@ -213,7 +146,7 @@ static const char *task_key(const char *id)
 
 static bool key_exists(struct fixture *fx, const char *key)
 {
-    redisReply *r = redis_run(fx->redis, "EXISTS %s", key);
+    redisReply *r = redis_run(fx->base.redis, "EXISTS %s", key);
     bool found = r->integer == 1;
 
     freeReplyObject(r);
@@ -222,7 +155,7 @@ static bool key_exists(struct fixture *fx, const char *key)
 
 static bool zset_has(struct fixture *fx, const char *key, const char *member)
 {
-    redisReply *r = redis_run(fx->redis, "ZSCORE %s %s", key, member);
+    redisReply *r = redis_run(fx->base.redis, "ZSCORE %s %s", key, member);
     bool found = r->type != REDIS_REPLY_NIL;
 
     freeReplyObject(r);
@@ -247,19 +180,19 @@ static void assert_stats(struct fixture *fx, long long processed,
 
     snprintf(total, sizeof(total), "asynq:{%s}:processed", QUEUE);
     if (processed == 0) {
-        assert_key_missing(fx->redis, daily_key("processed", now_s));
-        assert_key_missing(fx->redis, total);
+        assert_key_missing(fx->base.redis, daily_key("processed", now_s));
+        assert_key_missing(fx->base.redis, total);
     } else {
-        assert_counters(fx->redis, daily_key("processed", now_s), total,
+        assert_counters(fx->base.redis, daily_key("processed", now_s), total,
                         processed, now_s);
     }
     snprintf(total, sizeof(total), "asynq:{%s}:failed", QUEUE);
     if (failed == 0) {
-        assert_key_missing(fx->redis, daily_key("failed", now_s));
-        assert_key_missing(fx->redis, total);
+        assert_key_missing(fx->base.redis, daily_key("failed", now_s));
+        assert_key_missing(fx->base.redis, total);
     } else {
-        assert_counters(fx->redis, daily_key("failed", now_s), total, failed,
-                        now_s);
+        assert_counters(fx->base.redis, daily_key("failed", now_s), total,
+                        failed, now_s);
     }
 }
 
@@ -269,7 +202,7 @@ static void assert_failure_recorded(struct fixture *fx, const char *id,
                                     int retried, const char *error_msg,
                                     int64_t from_s, int64_t to_s)
 {
-    Asynq__TaskMessage *msg = redis_hget_msg(fx->redis, task_key(id));
+    Asynq__TaskMessage *msg = redis_hget_msg(fx->base.redis, task_key(id));
 
     assert_string_equal(msg->id, id);
     assert_int_equal(msg->retried, retried);
@@ -281,12 +214,12 @@ static void assert_failure_recorded(struct fixture *fx, const char *id,
 /* Asserts that the task left the active list and the lease set. */
 static void assert_not_active(struct fixture *fx, const char *id)
 {
-    redisReply *r = redis_run(fx->redis, "LPOS asynq:{%s}:active %s", QUEUE,
-                              id);
+    redisReply *r =
+            redis_run(fx->base.redis, "LPOS asynq:{%s}:active %s", QUEUE, id);
 
     assert_int_equal(r->type, REDIS_REPLY_NIL);
     freeReplyObject(r);
-    assert_zset_lacks(fx->redis, QUEUE_KEY("lease"), id);
+    assert_zset_lacks(fx->base.redis, QUEUE_KEY("lease"), id);
 }
 
 /* ------------------------------------------------------------------------
@@ -350,8 +283,8 @@ static int handle_skip(struct casynq_ctx *ctx, const struct casynq_task *task,
     return casynq_ctx_skip_retry(ctx, "bad input %s", "x");
 }
 
-static int handle_revoke(struct casynq_ctx *ctx,
-                         const struct casynq_task *task, void *ud)
+static int handle_revoke(struct casynq_ctx *ctx, const struct casynq_task *task,
+                         void *ud)
 {
     struct fixture *fx = ud;
 
@@ -402,17 +335,19 @@ static int handle_spin(struct casynq_ctx *ctx, const struct casynq_task *task,
 
 static void register_handlers(struct fixture *fx)
 {
-    assert_int_equal(casynq_mux_handle(fx->mux, "ok:", handle_ok, fx), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "fail:boom", handle_boom, fx),
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "ok:", handle_ok, fx), 0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "fail:boom", handle_boom, fx), 0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "fail:flaky", handle_flaky, fx), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "skip:", handle_skip, fx),
                      0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "fail:flaky", handle_flaky,
-                                       fx),
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "revoke:", handle_revoke, fx), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "wait:", handle_wait, fx),
                      0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "skip:", handle_skip, fx), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "revoke:", handle_revoke, fx),
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "spin:", handle_spin, fx),
                      0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "wait:", handle_wait, fx), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "spin:", handle_spin, fx), 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -438,7 +373,7 @@ static void test_success_done_deletes_task_and_counts(void **state)
     for (int i = 0; i < 3; i++) {
         assert_not_active(fx, ids[i]);
     }
-    assert_key_missing(fx->redis, QUEUE_KEY("completed"));
+    assert_key_missing(fx->base.redis, QUEUE_KEY("completed"));
     assert_stats(fx, 3, 0);
 }
 
@@ -462,13 +397,12 @@ static void test_success_with_retention_marks_completed(void **state)
     WAIT_UNTIL(zset_has(fx, QUEUE_KEY("completed"), id));
     after_s = casynq__now_unix_s();
 
-    assert_hash_field(fx->redis, task_key(id), "state", "completed");
-    assert_hash_field_bytes(fx->redis, task_key(id), "result", result,
+    assert_hash_field(fx->base.redis, task_key(id), "state", "completed");
+    assert_hash_field_bytes(fx->base.redis, task_key(id), "result", result,
                             sizeof(result));
-    assert_in_range(redis_zscore(fx->redis,
-                                 QUEUE_KEY("completed"), id),
+    assert_in_range(redis_zscore(fx->base.redis, QUEUE_KEY("completed"), id),
                     before_s + 3600, after_s + 3600);
-    msg = redis_hget_msg(fx->redis, task_key(id));
+    msg = redis_hget_msg(fx->base.redis, task_key(id));
     assert_in_range(msg->completed_at, before_s, after_s);
     assert_int_equal(msg->retention, 3600);
     casynq__msg_free(msg);
@@ -497,9 +431,9 @@ static void test_failure_goes_to_retry_with_error(void **state)
     after_s = casynq__now_unix_s();
 
     /* asynq's default delay for a task not yet retried is 15 to 44 s. */
-    assert_in_range(redis_zscore(fx->redis, retry_key, id), before_s + 15,
+    assert_in_range(redis_zscore(fx->base.redis, retry_key, id), before_s + 15,
                     after_s + 44);
-    assert_hash_field(fx->redis, task_key(id), "state", "retry");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "retry");
     assert_failure_recorded(fx, id, 1, "boom 1", before_s, after_s);
     assert_not_active(fx, id);
     assert_stats(fx, 1, 1);
@@ -532,7 +466,7 @@ static void test_failure_custom_delay_retries_until_success(void **state)
     char id[CASYNQ__UUID_LEN + 1];
 
     register_handlers(fx);
-    assert_int_equal(casynq_config_set_retry_delay(fx->cfg, retry_now, fx),
+    assert_int_equal(casynq_config_set_retry_delay(fx->base.cfg, retry_now, fx),
                      0);
     assert_int_equal(casynq_enqueue_options_set_max_retry(opts, 3), 0);
     enqueue(fx, "fail:flaky", NULL, 0, opts, id);
@@ -540,7 +474,7 @@ static void test_failure_custom_delay_retries_until_success(void **state)
     /* The forwarder moves each due retry back to pending. */
     start_server(fx);
     WAIT_UNTIL(!key_exists(fx, task_key(id)));
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
     assert_int_equal(atomic_load(&fx->calls), 3);
     assert_int_equal(fx->retry_counts[0], 0);
@@ -549,7 +483,7 @@ static void test_failure_custom_delay_retries_until_success(void **state)
     assert_int_equal(fx->ndelay, 2);
     assert_int_equal(fx->delay_retried[0], 0);
     assert_int_equal(fx->delay_retried[1], 1);
-    assert_zset_lacks(fx->redis, QUEUE_KEY("retry"), id);
+    assert_zset_lacks(fx->base.redis, QUEUE_KEY("retry"), id);
     assert_not_active(fx, id);
     assert_stats(fx, 3, 2);
 }
@@ -572,12 +506,12 @@ static void test_failure_max_retry_zero_archives(void **state)
     WAIT_UNTIL(zset_has(fx, archived_key, id));
     after_s = casynq__now_unix_s();
 
-    assert_in_range(redis_zscore(fx->redis, archived_key, id), before_s,
+    assert_in_range(redis_zscore(fx->base.redis, archived_key, id), before_s,
                     after_s);
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
     /* Archiving leaves retried as it was. */
     assert_failure_recorded(fx, id, 0, "boom 1", before_s, after_s);
-    assert_zset_lacks(fx->redis, QUEUE_KEY("retry"), id);
+    assert_zset_lacks(fx->base.redis, QUEUE_KEY("retry"), id);
     assert_not_active(fx, id);
     assert_stats(fx, 1, 1);
 }
@@ -599,9 +533,9 @@ static void test_skip_retry_archives_at_once(void **state)
     WAIT_UNTIL(zset_has(fx, QUEUE_KEY("archived"), id));
     after_s = casynq__now_unix_s();
 
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
     assert_failure_recorded(fx, id, 0, "bad input x", before_s, after_s);
-    assert_zset_lacks(fx->redis, QUEUE_KEY("retry"), id);
+    assert_zset_lacks(fx->base.redis, QUEUE_KEY("retry"), id);
     assert_int_equal(atomic_load(&fx->calls), 1);
     assert_stats(fx, 1, 1);
 }
@@ -619,8 +553,8 @@ static void test_revoke_deletes_without_failure(void **state)
 
     assert_int_equal(atomic_load(&fx->calls), 1);
     assert_not_active(fx, id);
-    assert_key_missing(fx->redis, QUEUE_KEY("archived"));
-    assert_key_missing(fx->redis, QUEUE_KEY("retry"));
+    assert_key_missing(fx->base.redis, QUEUE_KEY("archived"));
+    assert_key_missing(fx->base.redis, QUEUE_KEY("retry"));
     assert_stats(fx, 1, 0);
 }
 
@@ -642,7 +576,7 @@ static void test_unknown_type_retries_with_not_found_error(void **state)
 
     assert_failure_recorded(fx, id, 1, "handler not found for task \"nope:x\"",
                             before_s, after_s);
-    assert_in_range(redis_zscore(fx->redis, retry_key, id), before_s + 15,
+    assert_in_range(redis_zscore(fx->base.redis, retry_key, id), before_s + 15,
                     after_s + 44);
     assert_int_equal(atomic_load(&fx->calls), 0);
     assert_stats(fx, 1, 1);
@@ -668,8 +602,8 @@ static void test_is_failure_false_keeps_retried_and_counters(void **state)
     int64_t after_s;
 
     register_handlers(fx);
-    assert_int_equal(casynq_config_set_is_failure(fx->cfg, never_failure, fx),
-                     0);
+    assert_int_equal(
+            casynq_config_set_is_failure(fx->base.cfg, never_failure, fx), 0);
     before_s = casynq__now_unix_s();
     enqueue(fx, "fail:boom", NULL, 0, NULL, id);
 
@@ -677,9 +611,9 @@ static void test_is_failure_false_keeps_retried_and_counters(void **state)
     WAIT_UNTIL(zset_has(fx, retry_key, id));
     after_s = casynq__now_unix_s();
 
-    assert_hash_field(fx->redis, task_key(id), "state", "retry");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "retry");
     assert_failure_recorded(fx, id, 0, "boom 1", before_s, after_s);
-    assert_in_range(redis_zscore(fx->redis, retry_key, id), before_s + 15,
+    assert_in_range(redis_zscore(fx->base.redis, retry_key, id), before_s + 15,
                     after_s + 44);
     assert_int_equal(atomic_load(&fx->is_failure_calls), 1);
     assert_stats(fx, 0, 0);
@@ -709,16 +643,15 @@ static void test_error_handler_receives_task_and_error(void **state)
     char id[CASYNQ__UUID_LEN + 1];
 
     register_handlers(fx);
-    assert_int_equal(casynq_config_set_error_handler(fx->cfg, record_error,
-                                                     fx),
-                     0);
+    assert_int_equal(
+            casynq_config_set_error_handler(fx->base.cfg, record_error, fx), 0);
     enqueue(fx, "fail:boom", NULL, 0, NULL, id);
 
     start_server(fx);
     WAIT_UNTIL(zset_has(fx, QUEUE_KEY("retry"), id));
     /* The error handler runs before the retry is written. After shutdown
      * its records are safe to read without the lock. */
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
     assert_int_equal(fx->nerrors, 1);
     assert_string_equal(fx->error_id, id);
@@ -751,9 +684,9 @@ static void test_timeout_cooperative_handler_retries(void **state)
     after_s = casynq__now_unix_s();
     WAIT_UNTIL(atomic_load(&fx->returned));
 
-    assert_hash_field(fx->redis, task_key(id), "state", "retry");
-    assert_failure_recorded(fx, id, 1, "context deadline exceeded",
-                            before_s, after_s);
+    assert_hash_field(fx->base.redis, task_key(id), "state", "retry");
+    assert_failure_recorded(fx, id, 1, "context deadline exceeded", before_s,
+                            after_s);
     assert_int_equal(atomic_load(&fx->wait_rc), CASYNQ_ECANCELED);
     assert_true(atomic_load(&fx->saw_cancelled));
     assert_stats(fx, 1, 1);
@@ -778,9 +711,9 @@ static void test_timeout_cooperative_max_retry_zero_archives(void **state)
     after_s = casynq__now_unix_s();
     WAIT_UNTIL(atomic_load(&fx->returned));
 
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
-    assert_failure_recorded(fx, id, 0, "context deadline exceeded",
-                            before_s, after_s);
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
+    assert_failure_recorded(fx, id, 0, "context deadline exceeded", before_s,
+                            after_s);
     assert_int_equal(atomic_load(&fx->wait_rc), CASYNQ_ECANCELED);
     assert_stats(fx, 1, 1);
 }
@@ -808,9 +741,9 @@ static void test_timeout_spinning_handler_archived_while_running(void **state)
      * deadline, before the handler that ignores cancellation returns. */
     assert_false(atomic_load(&fx->returned));
     assert_true(atomic_load(&fx->started));
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
-    assert_failure_recorded(fx, id, 0, "context deadline exceeded",
-                            before_s, after_s);
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
+    assert_failure_recorded(fx, id, 0, "context deadline exceeded", before_s,
+                            after_s);
 
     /* Once the handler returns, its worker takes the next task, and the
      * late success changes nothing about the archived task. */
@@ -819,7 +752,7 @@ static void test_timeout_spinning_handler_archived_while_running(void **state)
     WAIT_UNTIL(!key_exists(fx, task_key(next_id)));
 
     assert_int_equal(atomic_load(&fx->calls), 2);
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
     assert_true(zset_has(fx, archived_key, id));
     assert_stats(fx, 2, 1);
 }
@@ -838,9 +771,8 @@ static void test_deadline_option_cancels_at_deadline(void **state)
      * even when the current second is nearly over. */
     before_s = casynq__now_unix_s();
     deadline_s = before_s + 2;
-    assert_int_equal(casynq_enqueue_options_set_deadline_unix_s(opts,
-                                                                deadline_s),
-                     0);
+    assert_int_equal(
+            casynq_enqueue_options_set_deadline_unix_s(opts, deadline_s), 0);
     assert_int_equal(casynq_enqueue_options_set_timeout_s(opts, 3600), 0);
     assert_int_equal(casynq_enqueue_options_set_max_retry(opts, 0), 0);
     enqueue(fx, "wait:x", NULL, 0, opts, id);
@@ -857,8 +789,8 @@ static void test_deadline_option_cancels_at_deadline(void **state)
      * check against the wall clock). */
     assert_true(atomic_load(&fx->woke_ms) >= deadline_s * 1000);
     assert_true(after_s >= deadline_s);
-    assert_failure_recorded(fx, id, 0, "context deadline exceeded",
-                            deadline_s, after_s);
+    assert_failure_recorded(fx, id, 0, "context deadline exceeded", deadline_s,
+                            after_s);
 }
 
 static void test_deadline_passed_at_dispatch_skips_handler(void **state)
@@ -873,9 +805,8 @@ static void test_deadline_passed_at_dispatch_skips_handler(void **state)
     register_handlers(fx);
     before_s = casynq__now_unix_s();
     /* The client accepts a deadline in the past, as asynq's does. */
-    assert_int_equal(casynq_enqueue_options_set_deadline_unix_s(opts,
-                                                                before_s - 10),
-                     0);
+    assert_int_equal(
+            casynq_enqueue_options_set_deadline_unix_s(opts, before_s - 10), 0);
     assert_int_equal(casynq_enqueue_options_set_max_retry(opts, 0), 0);
     enqueue(fx, "ok:late", NULL, 0, opts, id);
 
@@ -884,9 +815,9 @@ static void test_deadline_passed_at_dispatch_skips_handler(void **state)
     after_s = casynq__now_unix_s();
 
     assert_int_equal(atomic_load(&fx->calls), 0);
-    assert_hash_field(fx->redis, task_key(id), "state", "archived");
-    assert_failure_recorded(fx, id, 0, "context deadline exceeded",
-                            before_s, after_s);
+    assert_hash_field(fx->base.redis, task_key(id), "state", "archived");
+    assert_failure_recorded(fx, id, 0, "context deadline exceeded", before_s,
+                            after_s);
     assert_not_active(fx, id);
     assert_stats(fx, 1, 1);
 
@@ -899,7 +830,7 @@ static void test_deadline_passed_at_dispatch_skips_handler(void **state)
 /* Returns how many clients subscribe to asynq's cancel channel. */
 static long long cancel_subscribers(struct fixture *fx)
 {
-    redisReply *r = redis_run(fx->redis, "PUBSUB NUMSUB asynq:cancel");
+    redisReply *r = redis_run(fx->base.redis, "PUBSUB NUMSUB asynq:cancel");
     long long n = -1;
 
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -927,42 +858,42 @@ static void test_cancel_request_retries_with_context_canceled(void **state)
     WAIT_UNTIL(atomic_load(&fx->started));
     WAIT_UNTIL(cancel_subscribers(fx) >= 1);
     /* Cancel as asynq's Inspector does: publish the bare task ID. */
-    r = redis_run(fx->redis, "PUBLISH asynq:cancel %s", id);
+    r = redis_run(fx->base.redis, "PUBLISH asynq:cancel %s", id);
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
     WAIT_UNTIL(zset_has(fx, retry_key, id));
     after_s = casynq__now_unix_s();
     WAIT_UNTIL(atomic_load(&fx->returned));
 
-    assert_hash_field(fx->redis, task_key(id), "state", "retry");
+    assert_hash_field(fx->base.redis, task_key(id), "state", "retry");
     assert_failure_recorded(fx, id, 1, "context canceled", before_s, after_s);
     assert_true(atomic_load(&fx->saw_cancelled));
     assert_int_equal(atomic_load(&fx->wait_rc), CASYNQ_ECANCELED);
     assert_stats(fx, 1, 1);
 }
 
-#define SERVER_TEST(fn)                                                       \
+#define SERVER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        SERVER_TEST(test_success_done_deletes_task_and_counts),
-        SERVER_TEST(test_success_with_retention_marks_completed),
-        SERVER_TEST(test_failure_goes_to_retry_with_error),
-        SERVER_TEST(test_failure_custom_delay_retries_until_success),
-        SERVER_TEST(test_failure_max_retry_zero_archives),
-        SERVER_TEST(test_skip_retry_archives_at_once),
-        SERVER_TEST(test_revoke_deletes_without_failure),
-        SERVER_TEST(test_unknown_type_retries_with_not_found_error),
-        SERVER_TEST(test_is_failure_false_keeps_retried_and_counters),
-        SERVER_TEST(test_error_handler_receives_task_and_error),
-        SERVER_TEST(test_timeout_cooperative_handler_retries),
-        SERVER_TEST(test_timeout_cooperative_max_retry_zero_archives),
-        SERVER_TEST(test_timeout_spinning_handler_archived_while_running),
-        SERVER_TEST(test_deadline_option_cancels_at_deadline),
-        SERVER_TEST(test_deadline_passed_at_dispatch_skips_handler),
-        SERVER_TEST(test_cancel_request_retries_with_context_canceled),
+            SERVER_TEST(test_success_done_deletes_task_and_counts),
+            SERVER_TEST(test_success_with_retention_marks_completed),
+            SERVER_TEST(test_failure_goes_to_retry_with_error),
+            SERVER_TEST(test_failure_custom_delay_retries_until_success),
+            SERVER_TEST(test_failure_max_retry_zero_archives),
+            SERVER_TEST(test_skip_retry_archives_at_once),
+            SERVER_TEST(test_revoke_deletes_without_failure),
+            SERVER_TEST(test_unknown_type_retries_with_not_found_error),
+            SERVER_TEST(test_is_failure_false_keeps_retried_and_counters),
+            SERVER_TEST(test_error_handler_receives_task_and_error),
+            SERVER_TEST(test_timeout_cooperative_handler_retries),
+            SERVER_TEST(test_timeout_cooperative_max_retry_zero_archives),
+            SERVER_TEST(test_timeout_spinning_handler_archived_while_running),
+            SERVER_TEST(test_deadline_option_cancels_at_deadline),
+            SERVER_TEST(test_deadline_passed_at_dispatch_skips_handler),
+            SERVER_TEST(test_cancel_request_retries_with_context_canceled),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,

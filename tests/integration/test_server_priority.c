@@ -22,11 +22,8 @@
 #include <casynq.h>
 
 #include "broker_helpers.h"
+#include "server_fixture.h"
 #include "util.h"
-
-/* Upper bound for every wait on the server, in milliseconds. */
-#define WAIT_MS 20000
-#define POLL_MS 10
 
 /* Number of handled tasks whose queue is recorded. Later ones are only
  * counted. */
@@ -35,70 +32,22 @@
 /* State shared by one test, its handlers and its teardown. Handlers run on
  * worker threads and touch only the records, under mu. */
 struct fixture {
-    const struct test_redis *server;
-    redisContext *redis;
-    struct casynq_client *client;
-    struct casynq_config *cfg;
-    struct casynq_mux *mux;
-    struct casynq_server *srv;
+    struct server_fixture base;
     pthread_mutex_t mu;
     char seen[MAX_SEEN][32]; /* queue of each handled task, in order */
     int nseen;               /* handled tasks, including those not kept */
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond every POLL_MS until it holds, and fails the test with the
- * condition's text when it still does not hold after WAIT_MS. */
-#define WAIT_UNTIL(cond)                                                      \
-    do {                                                                      \
-        int64_t wait_end_ = casynq__mono_ms() + WAIT_MS;                      \
-        while (!(cond)) {                                                     \
-            if (casynq__mono_ms() > wait_end_) {                              \
-                fail_msg("timed out after %d ms waiting for: %s", WAIT_MS,   \
-                         #cond);                                              \
-            }                                                                 \
-            sleep_ms(POLL_MS);                                                \
-        }                                                                     \
-    } while (0)
-
 static int fixture_setup(void **state)
 {
-    const struct test_redis *server = test_redis_shared();
-    struct casynq_redis_options *opts = NULL;
-    struct fixture *fx;
-    int rc = 0;
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    int rc;
 
-    if (server->pid == 0 || test_redis_flushall(server) != 0) {
-        return -1;
-    }
-    fx = calloc(1, sizeof(*fx));
     if (fx == NULL) {
         return -1;
     }
     pthread_mutex_init(&fx->mu, NULL);
-    fx->server = server;
-    fx->redis = test_redis_connect(server);
-    rc |= fx->redis == NULL ? -1 : 0;
-    rc |= casynq_redis_options_create(&opts);
-    rc |= casynq_redis_options_set_tcp(opts, "127.0.0.1", server->port);
-    rc |= casynq_client_create(opts, &fx->client);
-    rc |= casynq_config_create(&fx->cfg);
-    rc |= casynq_config_set_redis(fx->cfg, opts);
-    rc |= casynq_config_set_concurrency(fx->cfg, 1);
-    /* Short intervals keep the tests fast. */
-    rc |= casynq_config_set_task_check_interval_ms(fx->cfg, 50);
-    rc |= casynq_config_set_delayed_task_check_interval_ms(fx->cfg, 200);
-    rc |= casynq_config_set_janitor(fx->cfg, 200, 100);
-    rc |= casynq_config_set_shutdown_timeout_ms(fx->cfg, 2000);
-    rc |= casynq_config_set_log(fx->cfg, NULL, NULL, CASYNQ_LOG_WARN);
-    rc |= casynq_mux_create(&fx->mux);
-    casynq_redis_options_destroy(opts);
+    rc = server_fixture_init(&fx->base);
     *state = fx;
     return rc == 0 ? 0 : -1;
 }
@@ -112,13 +61,7 @@ static int fixture_teardown(void **state)
     }
     /* Destroying a running server shuts it down first, so no handler
      * touches the fixture after this line. */
-    casynq_server_destroy(fx->srv);
-    casynq_mux_destroy(fx->mux);
-    casynq_config_destroy(fx->cfg);
-    casynq_client_destroy(fx->client);
-    if (fx->redis != NULL) {
-        redisFree(fx->redis);
-    }
+    server_fixture_finish(&fx->base);
     pthread_mutex_destroy(&fx->mu);
     free(fx);
     *state = NULL;
@@ -127,17 +70,7 @@ static int fixture_teardown(void **state)
 
 static void start_server(struct fixture *fx)
 {
-    int rc = casynq_server_create(fx->cfg, fx->mux, &fx->srv);
-
-    if (rc != 0) {
-        fail_msg("casynq_server_create returned %s: %s", casynq_err_name(rc),
-                 casynq_config_last_error(fx->cfg));
-    }
-    rc = casynq_server_start(fx->srv);
-    if (rc != 0) {
-        fail_msg("casynq_server_start returned %s: %s", casynq_err_name(rc),
-                 casynq_server_last_error(fx->srv));
-    }
+    server_fixture_start(&fx->base);
 }
 
 /* Enqueues a task of `type` with no payload into `queue` through the
@@ -153,24 +86,23 @@ static void enqueue(struct fixture *fx, const char *type, const char *queue,
     assert_int_equal(casynq_enqueue_options_create(&opts), 0);
     assert_int_equal(casynq_enqueue_options_set_queue(opts, queue), 0);
     assert_int_equal(casynq_task_create(type, NULL, 0, &task), 0);
-    rc = casynq_client_enqueue(fx->client, task, opts, &info);
+    rc = casynq_client_enqueue(fx->base.client, task, opts, &info);
     casynq_task_destroy(task);
     casynq_enqueue_options_destroy(opts);
     if (rc != 0) {
         fail_msg("enqueue of a %s task into queue %s returned %s: %s", type,
                  queue, casynq_err_name(rc),
-                 casynq_client_last_error(fx->client));
+                 casynq_client_last_error(fx->base.client));
     }
     if (id_out != NULL) {
-        snprintf(id_out, CASYNQ__UUID_LEN + 1, "%s",
-                 casynq_task_info_id(info));
+        snprintf(id_out, CASYNQ__UUID_LEN + 1, "%s", casynq_task_info_id(info));
     }
     casynq_task_info_destroy(info);
 }
 
 /* Handler: records the task's queue and succeeds. */
-static int record_queue(struct casynq_ctx *ctx,
-                        const struct casynq_task *task, void *ud)
+static int record_queue(struct casynq_ctx *ctx, const struct casynq_task *task,
+                        void *ud)
 {
     struct fixture *fx = ud;
 
@@ -242,10 +174,10 @@ static void test_strict_priority_critical_before_low(void **state)
     struct fixture *fx = *state;
     enum { PER_QUEUE = 20 };
 
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "critical", 6), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "low", 1), 0);
-    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "critical", 6), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "low", 1), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->base.cfg, true), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
                      0);
     /* The low tasks are older, so a server that ignored priority and took
      * tasks by age would run them first. */
@@ -259,7 +191,7 @@ static void test_strict_priority_critical_before_low(void **state)
     start_server(fx);
     WAIT_UNTIL(seen_count(fx) >= 2 * PER_QUEUE);
     /* After shutdown no worker writes the records any more. */
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
     assert_int_equal(seen_count(fx), 2 * PER_QUEUE);
     assert_int_equal(seen_in_queue(fx, "critical", 2 * PER_QUEUE), PER_QUEUE);
@@ -274,10 +206,10 @@ static void test_strict_priority_equal_weights_by_name(void **state)
 
     /* Equal weights are ordered by name, so "alpha" drains before "beta"
      * even though "beta" is configured first and its tasks are older. */
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "beta", 2), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "alpha", 2), 0);
-    assert_int_equal(casynq_config_set_strict_priority(fx->cfg, true), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "beta", 2), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "alpha", 2), 0);
+    assert_int_equal(casynq_config_set_strict_priority(fx->base.cfg, true), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
                      0);
     for (int i = 0; i < PER_QUEUE; i++) {
         enqueue(fx, "prio:job", "beta", NULL);
@@ -288,7 +220,7 @@ static void test_strict_priority_equal_weights_by_name(void **state)
 
     start_server(fx);
     WAIT_UNTIL(seen_count(fx) >= 2 * PER_QUEUE);
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
     assert_int_equal(seen_count(fx), 2 * PER_QUEUE);
     assert_drained_before(fx, "alpha", "beta", 2 * PER_QUEUE);
@@ -316,10 +248,10 @@ static void test_weighted_priority_shares_follow_weights(void **state)
     int b;
     int c;
 
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "a", 6), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "b", 3), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "c", 1), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "a", 6), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "b", 3), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "c", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
                      0);
     /* No queue can run dry within the sample, so the queue tried first
      * always yields the task and each fetch is one weighted draw. */
@@ -331,7 +263,7 @@ static void test_weighted_priority_shares_follow_weights(void **state)
 
     start_server(fx);
     WAIT_UNTIL(seen_count(fx) >= SAMPLE);
-    assert_int_equal(casynq_server_shutdown(fx->srv), 0);
+    assert_int_equal(casynq_server_shutdown(fx->base.srv), 0);
 
     a = seen_in_queue(fx, "a", SAMPLE);
     b = seen_in_queue(fx, "b", SAMPLE);
@@ -350,7 +282,7 @@ static void test_weighted_priority_shares_follow_weights(void **state)
 
 static long long list_length(struct fixture *fx, const char *key)
 {
-    redisReply *r = redisCommand(fx->redis, "LLEN %s", key);
+    redisReply *r = redisCommand(fx->base.redis, "LLEN %s", key);
     long long n;
 
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
@@ -372,12 +304,12 @@ static void test_paused_queue_tasks_stay_pending(void **state)
     char held_ids[3][CASYNQ__UUID_LEN + 1];
     redisReply *r;
 
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "held", 1), 0);
-    assert_int_equal(casynq_config_set_queue(fx->cfg, "open", 1), 0);
-    assert_int_equal(casynq_mux_handle(fx->mux, "prio:", record_queue, fx),
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "held", 1), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "open", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
                      0);
     /* Pause as asynq's Inspector does. */
-    r = redis_run(fx->redis, "SETNX %s %lld", paused_key,
+    r = redis_run(fx->base.redis, "SETNX %s %lld", paused_key,
                   (long long)casynq__now_unix_s());
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
@@ -398,33 +330,35 @@ static void test_paused_queue_tasks_stay_pending(void **state)
     assert_int_equal(seen_in_queue(fx, "held", MAX_SEEN), 0);
     assert_int_equal(list_length(fx, held_pending), 3);
     for (int i = 0; i < 3; i++) {
-        assert_hash_field(fx->redis, keyf("asynq:{held}:t:%s", held_ids[i]),
-                          "state", "pending");
+        assert_hash_field(fx->base.redis,
+                          keyf("asynq:{held}:t:%s", held_ids[i]), "state",
+                          "pending");
     }
 
     /* Unpause as the Inspector does, and the held tasks run. */
-    r = redis_run(fx->redis, "DEL %s", paused_key);
+    r = redis_run(fx->base.redis, "DEL %s", paused_key);
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
     WAIT_UNTIL(seen_in_queue(fx, "held", MAX_SEEN) == 3);
-    WAIT_UNTIL(redis_zcard(fx->redis, "asynq:{held}:lease") == 0);
+    WAIT_UNTIL(redis_zcard(fx->base.redis, "asynq:{held}:lease") == 0);
 
     assert_int_equal(list_length(fx, held_pending), 0);
     for (int i = 0; i < 3; i++) {
-        assert_key_missing(fx->redis, keyf("asynq:{held}:t:%s", held_ids[i]));
+        assert_key_missing(fx->base.redis,
+                           keyf("asynq:{held}:t:%s", held_ids[i]));
     }
 }
 
-#define SERVER_TEST(fn)                                                       \
+#define SERVER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        SERVER_TEST(test_strict_priority_critical_before_low),
-        SERVER_TEST(test_strict_priority_equal_weights_by_name),
-        SERVER_TEST(test_weighted_priority_shares_follow_weights),
-        SERVER_TEST(test_paused_queue_tasks_stay_pending),
+            SERVER_TEST(test_strict_priority_critical_before_low),
+            SERVER_TEST(test_strict_priority_equal_weights_by_name),
+            SERVER_TEST(test_weighted_priority_shares_follow_weights),
+            SERVER_TEST(test_paused_queue_tasks_stay_pending),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,
