@@ -387,7 +387,7 @@ int casynq__aconn_send(struct casynq__aconn *conn, struct casynq__cmd *cmd,
     cmd->script = -1;
     rc = write_request(req);
     if (rc != 0) {
-        /* Give the command back untouched, as the contract says. */
+        /* Give the command back untouched, as the contract in aconn.h requires. */
         *cmd = req->cmd;
         casynq__free(req);
     }

@@ -36,7 +36,7 @@ struct casynq__aconn {
     const struct casynq__logger *lg;
     const char *name;         /* for logs: "commands" */
     redisAsyncContext *ac;    /* NULL while disconnected */
-    bool connected;           /* connect callback said OK */
+    bool connected;           /* the connect callback reported success */
     bool closing;             /* no reconnect after close */
     uint64_t loaded;          /* scripts loaded on ac */
     int pending;              /* commands awaiting replies */

@@ -22,7 +22,7 @@ struct casynq_config {
     int concurrency;
     struct casynq__queue_cfg *queues;
     int nqueues;
-    bool queues_set; /* false while the default {"default": 1} holds */
+    bool queues_set; /* false while the default {"default": 1} applies */
     bool strict;
     casynq_retry_delay_fn retry_delay;
     void *retry_delay_ud;

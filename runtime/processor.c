@@ -638,7 +638,7 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         int64_t now = casynq__mono_ms();
 
         /* NOTE: when the connection dropped after Redis ran the script,
-         * the tasks it moved are active under a lease nobody extends; the
+         * the tasks it moved are active under a lease that no server extends; the
          * recoverer retries them later, as asynq's would. */
 
         if (now - srv->last_fetch_error_log_ms >= ERROR_LOG_PERIOD_MS) {

@@ -10,7 +10,7 @@
 /* Length of a UUID in its text form, without the NUL. */
 #define CASYNQ__UUID_LEN 36
 
-/* Size of the per-object buffer that holds the last error message. */
+/* Size of the per-object buffer that stores the last error message. */
 #define CASYNQ__ERRBUF_SIZE 512
 
 /* Wall-clock time (CLOCK_REALTIME) in nanoseconds and seconds since the
