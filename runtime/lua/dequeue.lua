@@ -59,13 +59,31 @@ for queue = 1, queue_count do
     local task_key_prefix = ARGV[queue + 2]
 
     if redis.call("EXISTS", paused) == 0 then
+        -- One RPOP with a count and one LPUSH leave pending and active as
+        -- the same number of RPOPLPUSH calls would: LPUSH adds its
+        -- arguments one after another at the head. Redis before 6.2 has no
+        -- count argument, and the pcall falls back to RPOPLPUSH there; any
+        -- other error (a key of the wrong type) is raised again by that
+        -- RPOPLPUSH.
+        local ids = redis.pcall("RPOP", pending, max_tasks - dequeued_count)
+        if type(ids) == "table" and ids.err then
+            ids = {}
+            while dequeued_count + #ids < max_tasks do
+                local id = redis.call("RPOPLPUSH", pending, active)
+                if not id then
+                    break
+                end
+                ids[#ids + 1] = id
+            end
+        elseif ids then
+            redis.call("LPUSH", active, unpack(ids))
+        else
+            ids = {}
+        end
+
         -- The leases of this queue's tasks go out in one ZADD below.
         local leased = {}
-        while dequeued_count < max_tasks do
-            local id = redis.call("RPOPLPUSH", pending, active)
-            if not id then
-                break
-            end
+        for _, id in ipairs(ids) do
             dequeued_count = dequeued_count + 1
 
             local task_key = task_key_prefix .. id
@@ -77,8 +95,8 @@ for queue = 1, queue_count do
                 leased[#leased + 1] = lease_expiry
                 leased[#leased + 1] = id
             else
-                -- RPOPLPUSH put the ID at the head of active, so the first
-                -- match from the head is the copy pushed just now.
+                -- The ID was pushed at the head of active just now, so the
+                -- first match from the head is that copy.
                 redis.call("LREM", active, 1, id)
             end
 

@@ -24,24 +24,81 @@ if n == nil or n < 1 or #ARGV ~= 3 + 2 * n or #KEYS < 4 + n then
     return redis.error_reply("done_batch: bad argument count")
 end
 
-local results = {}
-local done = 0
+-- asynq's done checks three things in turn, and a task failing one keeps
+-- the writes of the checks before it. Here each check runs for the whole
+-- batch at once, with as few calls as possible. First LREM runs for every
+-- task, then the lease set and the task hashes of the tasks that passed
+-- are each checked before they are changed, which leaves the same state.
+local ids = {}
+local in_active = {}
 for i = 1, n do
-    local id = ARGV[2 + 2 * i]
-    local unique = tonumber(ARGV[3 + 2 * i])
-    local ok = redis.call("LREM", KEYS[1], 0, id) ~= 0
-        and redis.call("ZREM", KEYS[2], id) ~= 0
-        and redis.call("DEL", KEYS[4 + i]) ~= 0
-    if ok then
-        if unique ~= nil and unique > 0 and
-            redis.call("GET", KEYS[unique]) == id then
-            redis.call("DEL", KEYS[unique])
-        end
-        done = done + 1
-        results[i] = 1
-    else
-        results[i] = 0
+    ids[i] = ARGV[2 + 2 * i]
+    if redis.call("LREM", KEYS[1], 0, ids[i]) ~= 0 then
+        in_active[#in_active + 1] = i
     end
+end
+
+-- ZMSCORE returns the lease of each, or nil. Redis before 6.2 lacks it; the
+-- pcall then falls back to one ZREM per task.
+local leased = {}
+if #in_active > 0 then
+    local members = {}
+    for j, i in ipairs(in_active) do
+        members[j] = ids[i]
+    end
+    local scores = redis.pcall("ZMSCORE", KEYS[2], unpack(members))
+    if type(scores) == "table" and scores.err then
+        for _, i in ipairs(in_active) do
+            if redis.call("ZREM", KEYS[2], ids[i]) ~= 0 then
+                leased[#leased + 1] = i
+            end
+        end
+    else
+        local remove = {}
+        for j, i in ipairs(in_active) do
+            if scores[j] then
+                leased[#leased + 1] = i
+                remove[#remove + 1] = ids[i]
+            end
+        end
+        if #remove > 0 then
+            redis.call("ZREM", KEYS[2], unpack(remove))
+        end
+    end
+end
+
+-- One EXISTS counts the task hashes. When all exist, one DEL removes them;
+-- otherwise each is deleted on its own to learn which one was missing.
+local found = {}
+if #leased > 0 then
+    local keys = {}
+    for j, i in ipairs(leased) do
+        keys[j] = KEYS[4 + i]
+    end
+    if redis.call("EXISTS", unpack(keys)) == #keys then
+        redis.call("DEL", unpack(keys))
+        found = leased
+    else
+        for _, i in ipairs(leased) do
+            if redis.call("DEL", KEYS[4 + i]) ~= 0 then
+                found[#found + 1] = i
+            end
+        end
+    end
+end
+
+local results = {}
+for i = 1, n do
+    results[i] = 0
+end
+local done = #found
+for _, i in ipairs(found) do
+    local unique = tonumber(ARGV[3 + 2 * i])
+    if unique ~= nil and unique > 0 and
+        redis.call("GET", KEYS[unique]) == ids[i] then
+        redis.call("DEL", KEYS[unique])
+    end
+    results[i] = 1
 end
 
 -- The counters move once for the whole batch. The daily key was created
