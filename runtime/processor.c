@@ -7,6 +7,10 @@
  * (strict: by weight; weighted: drawn without replacement in proportion to
  * the weights). Each task becomes a job with a deadline timer and is handed
  * to the worker threads; finished jobs come back through the done queue.
+ * When handlers are much shorter than a round trip to Redis, a fetch waits
+ * briefly for more running tasks to finish (gather). The done writes of
+ * finished tasks travel with the next dequeue, so each round trip serves
+ * many tasks.
  *
  * Outcomes are decided here, never on a worker thread: success, retry,
  * archive, revoke, or nothing at all when the local lease expired (the
@@ -32,6 +36,8 @@
 #define ERROR_LOG_PERIOD_MS 3000
 #define LEASE_MS            (CASYNQ__LEASE_S * 1000)
 #define LEASE_CHUNK         256
+/* Maximum wait for more free workers before a fetch (gather). */
+#define GATHER_MAX_NS       1000000
 
 uint64_t casynq__proc_random(struct casynq_server *srv)
 {
@@ -592,6 +598,7 @@ static void start_job(struct casynq_server *srv, int queue_index,
     job->queue_index = queue_index;
     job->type_slot = type_slot(srv, msg->type);
     job->start_unix_ms = now_ms;
+    job->start_mono_ns = casynq__mono_ns();
     job->lease_expiry_unix_ms = now_ms + LEASE_MS;
     active_add(srv, job);
     casynq__metrics_count(srv->metrics, queue_index, job->type_slot,
@@ -621,6 +628,8 @@ static void start_job(struct casynq_server *srv, int queue_index,
     casynq__server_submit(srv, job);
 }
 
+static void flush_done_batch(struct casynq_server *srv);
+
 static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
                        struct casynq__cmd *cmd, void *ud)
 {
@@ -632,14 +641,22 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
     (void)conn;
     (void)cmd;
     srv->fetching = false;
+    if (r != NULL) {
+        int64_t rtt = casynq__mono_ns() - srv->fetch_sent_ns;
+
+        srv->rtt_avg_ns =
+                srv->rtt_avg_ns == 0
+                        ? rtt
+                        : srv->rtt_avg_ns + (rtt - srv->rtt_avg_ns) / 8;
+    }
     n = r != NULL ? casynq__broker_parse_dequeue(r, got, 64, err)
                   : casynq__fail(err, CASYNQ_ECONNECT, "redis connection lost");
     if (n < 0) {
         int64_t now = casynq__mono_ms();
 
         /* NOTE: when the connection dropped after Redis ran the script,
-         * the tasks it moved are active under a lease that no server extends; the
-         * recoverer retries them later, as asynq's would. */
+         * the tasks it moved are active under a lease that no server extends;
+         * the recoverer retries them later, as asynq's would. */
 
         if (now - srv->last_fetch_error_log_ms >= ERROR_LOG_PERIOD_MS) {
             CASYNQ_LOG(srv->lg, CASYNQ_LOG_ERROR, "dequeue failed: %s", err);
@@ -647,6 +664,7 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         }
         ev_timer_set(&srv->fetch_timer, FETCH_ERROR_RETRY_S, 0.0);
         ev_timer_start(srv->loop, &srv->fetch_timer);
+        flush_done_batch(srv);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -691,10 +709,47 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         }
         ev_timer_set(&srv->fetch_timer, wait, 0.0);
         ev_timer_start(srv->loop, &srv->fetch_timer);
+        flush_done_batch(srv);
         return;
     }
     srv->idle_wait_ms = CASYNQ__IDLE_WAIT_MIN_MS;
     casynq__proc_try_fetch(srv);
+}
+
+/* Returns whether a fetch should wait for more running tasks to finish
+ * first, so that one dequeue serves several idle workers. Tasks with
+ * handlers much shorter than a dequeue round trip finish together when
+ * they start together. Fetching at the first one's end would send a
+ * dequeue for one or two tasks, and each round trip costs Redis a read, a
+ * write and a wake-up whatever its size.
+ *
+ * The wait ends when all running tasks are back, or one average round
+ * trip (at most GATHER_MAX_NS) after the newest task started. Tasks still
+ * running then count as slow, and the free workers fetch without them.
+ * When handlers run for a quarter of a round trip or longer, no fetch
+ * waits. */
+static bool gather(struct casynq_server *srv, int free_slots)
+{
+    const struct casynq__job *newest = srv->active;
+    int64_t window = srv->rtt_avg_ns;
+    int64_t left;
+
+    if (srv->busy == 0 || free_slots >= srv->cfg.concurrency ||
+        newest == NULL || 4 * srv->run_avg_ns >= srv->rtt_avg_ns) {
+        return false;
+    }
+    if (window > GATHER_MAX_NS) {
+        window = GATHER_MAX_NS;
+    }
+    left = newest->start_mono_ns + window - casynq__mono_ns();
+    if (left <= 0) {
+        return false;
+    }
+    if (!ev_is_active(&srv->gather_timer)) {
+        ev_timer_set(&srv->gather_timer, (double)left / 1e9, 0.0);
+        ev_timer_start(srv->loop, &srv->gather_timer);
+    }
+    return true;
 }
 
 void casynq__proc_try_fetch(struct casynq_server *srv)
@@ -703,11 +758,23 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
     struct casynq__cmd cmd;
     int free_slots = srv->cfg.concurrency - srv->busy;
 
-    if (srv->fetching || srv->shutting_down ||
-        srv->status != CASYNQ__STATUS_ACTIVE || free_slots <= 0 ||
-        ev_is_active(&srv->fetch_timer) || !casynq__aconn_ready(&srv->rconn)) {
+    /* Done writes wait for the next fetch, so that both reach Redis in one
+     * write: while a dequeue is in flight they go with the next one, sent
+     * from its reply. */
+    if (srv->fetching) {
         return;
     }
+    if (srv->shutting_down || srv->status != CASYNQ__STATUS_ACTIVE ||
+        free_slots <= 0 || ev_is_active(&srv->fetch_timer) ||
+        !casynq__aconn_ready(&srv->rconn)) {
+        flush_done_batch(srv);
+        return;
+    }
+    if (gather(srv, free_slots)) {
+        return;
+    }
+    ev_timer_stop(srv->loop, &srv->gather_timer);
+    flush_done_batch(srv);
     if (free_slots > 64) {
         free_slots = 64;
     }
@@ -722,13 +789,14 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
         return;
     }
     srv->fetching = true;
+    srv->fetch_sent_ns = casynq__mono_ns();
 }
 
 /* Largest number of tasks in one done_batch call. */
 #define DONE_BATCH_MAX 64
 
-/* Sends the done writes queued by decide_success() in this pass, grouped
- * by queue, then frees their jobs. The list is newest first; reversing it
+/* Sends the done writes queued by decide_success(), grouped by queue,
+ * then frees their jobs. The list is newest first; reversing it
  * keeps the completion order within each queue. */
 static void flush_done_batch(struct casynq_server *srv)
 {
@@ -796,6 +864,7 @@ void casynq__proc_drain_done(struct casynq_server *srv)
 
         list = job->qnext;
         srv->busy--;
+        srv->run_avg_ns += (job->run_ns - srv->run_avg_ns) / 8;
         casynq__metrics_set_busy(srv->metrics, srv->busy);
         casynq__metrics_observe_duration(srv->metrics, job->type_slot,
                                          job->run_ns);
@@ -820,7 +889,6 @@ void casynq__proc_drain_done(struct casynq_server *srv)
             casynq__job_free(job);
         }
     }
-    flush_done_batch(srv);
     casynq__proc_try_fetch(srv);
 }
 

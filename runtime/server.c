@@ -507,6 +507,7 @@ static void on_shutdown_timer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_stop(loop, &srv->janitor_timer);
     ev_timer_stop(loop, &srv->health_timer);
     ev_timer_stop(loop, &srv->fetch_timer);
+    ev_timer_stop(loop, &srv->gather_timer);
     casynq__server_metrics_loop_stop(srv);
     casynq__aconn_close(&srv->sconn);
     casynq__aconn_close(&srv->rconn);
@@ -584,6 +585,8 @@ static void *loop_main(void *arg)
                        "cancel channel", on_sub_connect, srv);
     ev_timer_init(&srv->fetch_timer, on_fetch_timer, 0.0, 0.0);
     srv->fetch_timer.data = srv;
+    ev_timer_init(&srv->gather_timer, on_fetch_timer, 0.0, 0.0);
+    srv->gather_timer.data = srv;
     start_timer(srv, &srv->heartbeat_timer, on_heartbeat, 0.0, HEARTBEAT_S);
     start_timer(srv, &srv->forward_timer, on_forward_timer,
                 (double)srv->cfg.delayed_task_check_interval_ms / 1000.0,

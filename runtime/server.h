@@ -39,6 +39,7 @@ struct casynq__job {
     int type_slot;             /* metrics type slot; immutable */
     struct casynq_ctx ctx;
     int64_t start_unix_ms;        /* immutable */
+    int64_t start_mono_ns;        /* immutable */
     int64_t lease_expiry_unix_ms; /* loop thread only */
     ev_timer deadline_timer;      /* loop thread only */
     bool decided;                 /* loop thread: outcome already sent */
@@ -95,7 +96,10 @@ struct casynq_server {
     int64_t start_unix_s;
     int busy;                       /* jobs handed to workers, not back */
     bool fetching;                  /* a dequeue is in flight */
-    struct casynq__job *done_batch; /* done writes of this pass, loop */
+    int64_t fetch_sent_ns;          /* mono time the dequeue was sent */
+    int64_t rtt_avg_ns;   /* moving average of the dequeue round trip */
+    int64_t run_avg_ns;   /* moving average of the handler run time */
+    struct casynq__job *done_batch; /* done writes not yet sent, loop */
     int64_t idle_wait_ms; /* next wait after an empty fetch, loop only */
     bool shutting_down;
     int64_t shutdown_deadline_ms; /* mono */
@@ -103,6 +107,7 @@ struct casynq_server {
     int nactive;
     uint64_t rng;         /* xorshift state for queue order */
     ev_timer fetch_timer; /* idle wait after empty queues */
+    ev_timer gather_timer; /* end of the wait for more free workers */
     ev_timer heartbeat_timer;
     ev_timer forward_timer;
     ev_timer recover_timer;

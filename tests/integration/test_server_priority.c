@@ -36,6 +36,8 @@ struct fixture {
     pthread_mutex_t mu;
     char seen[MAX_SEEN][32]; /* queue of each handled task, in order */
     int nseen;               /* handled tasks, including those not kept */
+    bool hold;               /* hold_until_released keeps running */
+    int held;                /* hold_until_released calls started */
 };
 
 static int fixture_setup(void **state)
@@ -115,6 +117,38 @@ static int record_queue(struct casynq_ctx *ctx, const struct casynq_task *task,
     fx->nseen++;
     pthread_mutex_unlock(&fx->mu);
     return 0;
+}
+
+/* Handler: runs until the test clears fx->hold or the task is cancelled. */
+static int hold_until_released(struct casynq_ctx *ctx,
+                               const struct casynq_task *task, void *ud)
+{
+    struct fixture *fx = ud;
+    bool hold;
+
+    (void)task;
+    pthread_mutex_lock(&fx->mu);
+    fx->held++;
+    pthread_mutex_unlock(&fx->mu);
+    do {
+        if (casynq_ctx_wait(ctx, POLL_MS) != 0) {
+            return CASYNQ_ECANCELED;
+        }
+        pthread_mutex_lock(&fx->mu);
+        hold = fx->hold;
+        pthread_mutex_unlock(&fx->mu);
+    } while (hold);
+    return 0;
+}
+
+static int held_count(struct fixture *fx)
+{
+    int n;
+
+    pthread_mutex_lock(&fx->mu);
+    n = fx->held;
+    pthread_mutex_unlock(&fx->mu);
+    return n;
 }
 
 static int seen_count(struct fixture *fx)
@@ -349,6 +383,43 @@ static void test_paused_queue_tasks_stay_pending(void **state)
     }
 }
 
+/* The server waits a little for running tasks to finish before a fetch,
+ * so that one dequeue serves several workers. A task that keeps running
+ * must not hold back the fetches of the other workers: short tasks
+ * enqueued behind a long one all run while it still runs. */
+static void test_long_task_does_not_hold_back_short_ones(void **state)
+{
+    struct fixture *fx = *state;
+    enum { SHORT_TASKS = 300 };
+
+    fx->hold = true;
+    assert_int_equal(casynq_config_set_concurrency(fx->base.cfg, 4), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "mixed", 1), 0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "long:", hold_until_released, fx),
+            0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "short:", record_queue,
+                                       fx),
+                     0);
+    enqueue(fx, "long:job", "mixed", NULL);
+    start_server(fx);
+    WAIT_UNTIL(held_count(fx) == 1);
+
+    for (int i = 0; i < SHORT_TASKS; i++) {
+        enqueue(fx, "short:job", "mixed", NULL);
+    }
+    WAIT_UNTIL(seen_count(fx) == SHORT_TASKS);
+    assert_int_equal(redis_llen(fx->base.redis, "asynq:{mixed}:active"), 1);
+
+    pthread_mutex_lock(&fx->mu);
+    fx->hold = false;
+    pthread_mutex_unlock(&fx->mu);
+    WAIT_UNTIL(redis_llen(fx->base.redis, "asynq:{mixed}:active") == 0);
+    assert_int_equal(held_count(fx), 1);
+    assert_int_equal(redis_get_int(fx->base.redis, "asynq:{mixed}:processed"),
+                     SHORT_TASKS + 1);
+}
+
 #define SERVER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
@@ -359,6 +430,7 @@ int main(void)
             SERVER_TEST(test_strict_priority_equal_weights_by_name),
             SERVER_TEST(test_weighted_priority_shares_follow_weights),
             SERVER_TEST(test_paused_queue_tasks_stay_pending),
+            SERVER_TEST(test_long_task_does_not_hold_back_short_ones),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,
