@@ -78,6 +78,9 @@ struct casynq_server {
     pthread_cond_t run_cond;         /* workers wait here for jobs */
     struct casynq__job *run_head;    /* protected by mu */
     struct casynq__job *run_tail;    /* protected by mu */
+    int idle_workers;                /* protected by mu: waiting workers */
+    int wakes_pending; /* protected by mu: 1 while a woken worker has not
+                        * yet taken its job */
     struct casynq__job *done_head;   /* protected by mu */
     struct casynq__job *done_tail;   /* protected by mu */
     bool workers_exit;               /* protected by mu */

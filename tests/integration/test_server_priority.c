@@ -37,7 +37,7 @@ struct fixture {
     char seen[MAX_SEEN][32]; /* queue of each handled task, in order */
     int nseen;               /* handled tasks, including those not kept */
     bool hold;               /* hold_until_released keeps running */
-    int held;                /* hold_until_released calls started */
+    int hold_calls;          /* hold_until_released calls started */
 };
 
 static int fixture_setup(void **state)
@@ -128,7 +128,7 @@ static int hold_until_released(struct casynq_ctx *ctx,
 
     (void)task;
     pthread_mutex_lock(&fx->mu);
-    fx->held++;
+    fx->hold_calls++;
     pthread_mutex_unlock(&fx->mu);
     do {
         if (casynq_ctx_wait(ctx, POLL_MS) != 0) {
@@ -141,12 +141,12 @@ static int hold_until_released(struct casynq_ctx *ctx,
     return 0;
 }
 
-static int held_count(struct fixture *fx)
+static int hold_call_count(struct fixture *fx)
 {
     int n;
 
     pthread_mutex_lock(&fx->mu);
-    n = fx->held;
+    n = fx->hold_calls;
     pthread_mutex_unlock(&fx->mu);
     return n;
 }
@@ -398,12 +398,11 @@ static void test_long_task_does_not_hold_back_short_ones(void **state)
     assert_int_equal(
             casynq_mux_handle(fx->base.mux, "long:", hold_until_released, fx),
             0);
-    assert_int_equal(casynq_mux_handle(fx->base.mux, "short:", record_queue,
-                                       fx),
-                     0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "short:", record_queue, fx), 0);
     enqueue(fx, "long:job", "mixed", NULL);
     start_server(fx);
-    WAIT_UNTIL(held_count(fx) == 1);
+    WAIT_UNTIL(hold_call_count(fx) == 1);
 
     for (int i = 0; i < SHORT_TASKS; i++) {
         enqueue(fx, "short:job", "mixed", NULL);
@@ -415,9 +414,39 @@ static void test_long_task_does_not_hold_back_short_ones(void **state)
     fx->hold = false;
     pthread_mutex_unlock(&fx->mu);
     WAIT_UNTIL(redis_llen(fx->base.redis, "asynq:{mixed}:active") == 0);
-    assert_int_equal(held_count(fx), 1);
+    assert_int_equal(hold_call_count(fx), 1);
     assert_int_equal(redis_get_int(fx->base.redis, "asynq:{mixed}:processed"),
                      SHORT_TASKS + 1);
+}
+
+/* A batch of jobs wakes the workers one after another. Tasks that keep
+ * running must still end up on all workers at once. */
+static void test_long_tasks_fill_every_worker(void **state)
+{
+    struct fixture *fx = *state;
+    enum { WORKERS = 6 };
+
+    fx->hold = true;
+    assert_int_equal(casynq_config_set_concurrency(fx->base.cfg, WORKERS), 0);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "long", 1), 0);
+    assert_int_equal(
+            casynq_mux_handle(fx->base.mux, "long:", hold_until_released, fx),
+            0);
+    for (int i = 0; i < WORKERS + 2; i++) {
+        enqueue(fx, "long:job", "long", NULL);
+    }
+    start_server(fx);
+    WAIT_UNTIL(hold_call_count(fx) == WORKERS);
+    assert_int_equal(redis_llen(fx->base.redis, "asynq:{long}:active"),
+                     WORKERS);
+    assert_int_equal(redis_llen(fx->base.redis, "asynq:{long}:pending"), 2);
+
+    pthread_mutex_lock(&fx->mu);
+    fx->hold = false;
+    pthread_mutex_unlock(&fx->mu);
+    WAIT_UNTIL(redis_llen(fx->base.redis, "asynq:{long}:active") == 0 &&
+               redis_llen(fx->base.redis, "asynq:{long}:pending") == 0);
+    assert_int_equal(hold_call_count(fx), WORKERS + 2);
 }
 
 #define SERVER_TEST(fn)                                                        \
@@ -431,6 +460,7 @@ int main(void)
             SERVER_TEST(test_weighted_priority_shares_follow_weights),
             SERVER_TEST(test_paused_queue_tasks_stay_pending),
             SERVER_TEST(test_long_task_does_not_hold_back_short_ones),
+            SERVER_TEST(test_long_tasks_fill_every_worker),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,
