@@ -12,15 +12,15 @@
  * enqueue stored, and the program checks that it does. With --drain,
  * every task is stored first, untimed, and only the dequeue and done calls
  * are timed, which is the work left in a drain of tasks loaded before the
- * server starts. Prints
- * {"mode":"lifecycle"|"drain","lifecycles":N,"seconds":S,"batch":B}.
+ * server starts. With --per-call N, each dequeue call takes N tasks and
+ * done_batch.lua finishes N tasks per call, as a casynq server with N idle
+ * workers does. Prints {"mode":"lifecycle"|"drain","lifecycles":N,
+ * "seconds":S,"batch":B,"per_call":N}.
  *
  * NOTE: the figure estimates what Redis sustains for a server that moves
- * one task per dequeue call, as asynq does. Such a server also pays for
+ * one task (or N with --per-call) per script call. A server also pays for
  * round trips, its own bookkeeping (heartbeats, lease extension, the
- * forwarder) and handing tasks to its workers. casynq's dequeue moves up
- * to one task per idle worker in one call, so its drain can exceed the
- * figure. */
+ * forwarder) and handing tasks to its workers. */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -38,6 +38,8 @@
 #define STATS_TTL_S (90 * 24 * 3600)
 #define MAXINT64    "9223372036854775807"
 #define MSG_CAP     1024
+/* Largest --per-call, the dequeue limit of a casynq server's fetch. */
+#define CALL_CAP    64
 
 struct ceiling_args {
     const char *host;
@@ -46,7 +48,8 @@ struct ceiling_args {
     long lifecycles;
     long batch;
     long payload_size;
-    bool drain; /* time only dequeue and done, after an untimed load */
+    bool drain;    /* time only dequeue and done, after an untimed load */
+    long per_call; /* tasks per dequeue and done call */
 };
 
 enum script_call {
@@ -59,6 +62,7 @@ struct scripts {
     char enqueue[41];
     char dequeue[41];
     char done[41];
+    char done_batch[41];
 };
 
 /* The ID and task key of one task, kept until its replies are read. */
@@ -95,7 +99,11 @@ static void usage(FILE *out)
             "  --payload-size N    payload bytes per task (default 100)\n"
             "  --drain             store every task first, untimed, then "
             "time only\n"
-            "                      the dequeue and done calls\n");
+            "                      the dequeue and done calls\n"
+            "  --per-call N        tasks per dequeue call, finished with "
+            "one\n"
+            "                      done_batch call (default 1: done.lua "
+            "per task)\n");
 }
 
 static int apply_option(int opt, const char *value, struct ceiling_args *a)
@@ -120,6 +128,9 @@ static int apply_option(int opt, const char *value, struct ceiling_args *a)
     case 'd':
         a->drain = true;
         return 0;
+    case 'c':
+        return bench_parse_long("--per-call", value, 1, CALL_CAP,
+                                &a->per_call);
     case 'h':
         usage(stdout);
         return 1;
@@ -138,13 +149,15 @@ static int parse_args(int argc, char **argv, struct ceiling_args *a)
             {"batch", required_argument, NULL, 'b'},
             {"payload-size", required_argument, NULL, 's'},
             {"drain", no_argument, NULL, 'd'},
+            {"per-call", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
     int rc = 0;
 
     *a = (struct ceiling_args){.host = "127.0.0.1", .lifecycles = 200000,
-                               .batch = 100, .payload_size = 100};
+                               .batch = 100, .payload_size = 100,
+                               .per_call = 1};
     while (rc == 0) {
         int opt = getopt_long(argc, argv, "h", opts, NULL);
 
@@ -217,15 +230,15 @@ static int append_enqueue(redisContext *c, const struct scripts *s,
 }
 
 static int append_dequeue(redisContext *c, const struct scripts *s,
-                          const struct batch_consts *k)
+                          const struct batch_consts *k, long max)
 {
     return redisAppendCommand(c,
                               "EVALSHA %s 4 asynq:{" QUEUE "}:pending "
                               "asynq:{" QUEUE "}:paused "
                               "asynq:{" QUEUE "}:active "
-                              "asynq:{" QUEUE "}:lease %s 1 "
+                              "asynq:{" QUEUE "}:lease %s %ld "
                               "asynq:{" QUEUE "}:t:",
-                              s->dequeue, k->lease_expiry_s);
+                              s->dequeue, k->lease_expiry_s, max);
 }
 
 static int append_done(redisContext *c, const struct scripts *s,
@@ -238,6 +251,39 @@ static int append_done(redisContext *c, const struct scripts *s,
                               "asynq:{" QUEUE "}:processed %s %s " MAXINT64,
                               s->done, t->task_key, k->daily_key, t->id,
                               k->stats_expiry_s);
+}
+
+/* Appends one done_batch call for the n tasks at t. */
+static int append_done_batch(redisContext *c, const struct scripts *s,
+                             const struct batch_consts *k,
+                             const struct lifecycle *t, long n)
+{
+    /* EVALSHA, sha, numkeys, 4 keys, the task keys, 3 ARGV, 2 per task. */
+    const char *argv[10 + 3 * CALL_CAP];
+    char count[24];
+    int argc = 0;
+    char numkeys[24];
+
+    snprintf(numkeys, sizeof(numkeys), "%ld", 4 + n);
+    snprintf(count, sizeof(count), "%ld", n);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = s->done_batch;
+    argv[argc++] = numkeys;
+    argv[argc++] = "asynq:{" QUEUE "}:active";
+    argv[argc++] = "asynq:{" QUEUE "}:lease";
+    argv[argc++] = k->daily_key;
+    argv[argc++] = "asynq:{" QUEUE "}:processed";
+    for (long i = 0; i < n; i++) {
+        argv[argc++] = t[i].task_key;
+    }
+    argv[argc++] = k->stats_expiry_s;
+    argv[argc++] = MAXINT64;
+    argv[argc++] = count;
+    for (long i = 0; i < n; i++) {
+        argv[argc++] = t[i].id;
+        argv[argc++] = "0";
+    }
+    return redisAppendCommandArgv(c, argc, argv, NULL);
 }
 
 /* Writes a short description of reply r into out, for error messages. */
@@ -257,37 +303,65 @@ static void describe_reply(const redisReply *r, char *out, size_t len)
     }
 }
 
-/* Checks the reply of script call `call` for task t. Returns: 0, or -1 after printing why. */
+/* Checks the reply of script call `call` for the n tasks at t, which one
+ * call handled. Returns: 0, or -1 after printing why. */
 static int check_reply(const redisReply *r, int call,
-                       const struct lifecycle *t)
+                       const struct lifecycle *t, long n, bool batched)
 {
-    const char *names[] = {"enqueue.lua", "dequeue.lua", "done.lua"};
+    const char *names[] = {"enqueue.lua", "dequeue.lua",
+                           batched ? "done_batch.lua" : "done.lua"};
     char got[160];
     bool ok;
 
     if (call == CALL_ENQUEUE) {
         ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     } else if (call == CALL_DEQUEUE) {
-        /* The reply starts with the queue index and the task ID. Only
-         * those two are checked, so that a script version that returns
-         * more fields per task still passes. */
-        ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
-             r->element[1]->type == REDIS_REPLY_STRING &&
-             strcmp(r->element[1]->str, t->id) == 0;
+        /* The reply has four fields per task, the second being the task
+         * ID; only the IDs are checked. */
+        ok = r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)(4 * n);
+        for (long i = 0; ok && i < n; i++) {
+            const redisReply *id = r->element[4 * i + 1];
+
+            ok = id->type == REDIS_REPLY_STRING &&
+                 strcmp(id->str, t[i].id) == 0;
+        }
+    } else if (batched) {
+        ok = r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)n;
+        for (long i = 0; ok && i < n; i++) {
+            ok = r->element[i]->type == REDIS_REPLY_INTEGER &&
+                 r->element[i]->integer == 1;
+        }
     } else {
         ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0;
     }
     if (!ok) {
         describe_reply(r, got, sizeof(got));
-        fprintf(stderr, "%s for task %s returned %s\n", names[call], t->id,
-                got);
+        fprintf(stderr, "%s for task %s (one of %ld) returned %s\n",
+                names[call], t->id, n, got);
     }
     return ok ? 0 : -1;
 }
 
+/* Appends the call of kind `call` for the n tasks at t. */
+static int append_call(redisContext *c, const struct scripts *s,
+                       const struct ceiling_args *a,
+                       const struct batch_consts *k, int call,
+                       struct lifecycle *t, long n)
+{
+    if (call == CALL_ENQUEUE) {
+        return append_enqueue(c, s, k, (size_t)a->payload_size, t);
+    }
+    if (call == CALL_DEQUEUE) {
+        return append_dequeue(c, s, k, n);
+    }
+    return a->per_call > 1 ? append_done_batch(c, s, k, t, n)
+                           : append_done(c, s, k, t);
+}
+
 /* Appends script calls first..last (CALL_ENQUEUE, CALL_DEQUEUE,
  * CALL_DONE) for n tasks to the pipeline, sends it and checks every
- * reply. Returns: 0, or -1 after printing why. */
+ * reply. Enqueue takes one call per task, dequeue and done one call per
+ * a->per_call tasks. Returns: 0, or -1 after printing why. */
 static int run_calls(redisContext *c, const struct scripts *s,
                      const struct ceiling_args *a, const void *payload,
                      struct lifecycle *tasks, long n, int first, int last)
@@ -297,15 +371,12 @@ static int run_calls(redisContext *c, const struct scripts *s,
 
     fill_consts(&k);
     for (int call = first; call <= last; call++) {
-        for (long i = 0; i < n && appended == REDIS_OK; i++) {
-            if (call == CALL_ENQUEUE) {
-                appended = append_enqueue(c, s, &k, (size_t)a->payload_size,
-                                          &tasks[i]);
-            } else if (call == CALL_DEQUEUE) {
-                appended = append_dequeue(c, s, &k);
-            } else {
-                appended = append_done(c, s, &k, &tasks[i]);
-            }
+        long group = call == CALL_ENQUEUE ? 1 : a->per_call;
+
+        for (long i = 0; i < n && appended == REDIS_OK; i += group) {
+            long m = n - i < group ? n - i : group;
+
+            appended = append_call(c, s, a, &k, call, &tasks[i], m);
         }
     }
     if (appended != REDIS_OK) {
@@ -313,7 +384,10 @@ static int run_calls(redisContext *c, const struct scripts *s,
         return -1;
     }
     for (int call = first; call <= last; call++) {
-        for (long i = 0; i < n; i++) {
+        long group = call == CALL_ENQUEUE ? 1 : a->per_call;
+
+        for (long i = 0; i < n; i += group) {
+            long m = n - i < group ? n - i : group;
             redisReply *r = NULL;
             int rc;
 
@@ -321,7 +395,7 @@ static int run_calls(redisContext *c, const struct scripts *s,
                 fprintf(stderr, "pipeline failed: %s\n", c->errstr);
                 return -1;
             }
-            rc = check_reply(r, call, &tasks[i]);
+            rc = check_reply(r, call, &tasks[i], m, a->per_call > 1);
             freeReplyObject(r);
             if (rc != 0) {
                 return -1;
@@ -353,7 +427,9 @@ static int load_scripts(redisContext *c, const char *lua_dir,
 {
     if (bench_load_script(c, lua_dir, "enqueue.lua", s->enqueue) != 0 ||
         bench_load_script(c, lua_dir, "dequeue.lua", s->dequeue) != 0 ||
-        bench_load_script(c, lua_dir, "done.lua", s->done) != 0) {
+        bench_load_script(c, lua_dir, "done.lua", s->done) != 0 ||
+        bench_load_script(c, lua_dir, "done_batch.lua", s->done_batch) !=
+                0) {
         return -1;
     }
     return 0;
@@ -395,9 +471,10 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         printf("{\"mode\":\"%s\",\"lifecycles\":%ld,\"seconds\":%.6f,"
-               "\"batch\":%ld}\n",
+               "\"batch\":%ld,\"per_call\":%ld}\n",
                a.drain ? "drain" : "lifecycle", a.lifecycles,
-               (double)(bench_mono_ns() - start_ns) / 1e9, a.batch);
+               (double)(bench_mono_ns() - start_ns) / 1e9, a.batch,
+               a.per_call);
     }
 out:
     if (c != NULL) {
