@@ -62,9 +62,8 @@ for queue = 1, queue_count do
         -- One RPOP with a count and one LPUSH leave pending and active as
         -- the same number of RPOPLPUSH calls would: LPUSH adds its
         -- arguments one after another at the head. Redis before 6.2 has no
-        -- count argument, and the pcall falls back to RPOPLPUSH there; any
-        -- other error (a key of the wrong type) is raised again by that
-        -- RPOPLPUSH.
+        -- count argument, and the pcall falls back to RPOPLPUSH there. A
+        -- pending key of the wrong type fails that RPOPLPUSH in turn.
         local ids = redis.pcall("RPOP", pending, max_tasks - dequeued_count)
         if type(ids) == "table" and ids.err then
             ids = {}
@@ -76,7 +75,18 @@ for queue = 1, queue_count do
                 ids[#ids + 1] = id
             end
         elseif ids then
-            redis.call("LPUSH", active, unpack(ids))
+            local pushed = redis.pcall("LPUSH", active, unpack(ids))
+            if type(pushed) == "table" and pushed.err then
+                -- An active key of the wrong type. RPOPLPUSH would fail
+                -- before taking anything, so the IDs go back to the right
+                -- end of pending in their old order before the error.
+                local back = {}
+                for i = #ids, 1, -1 do
+                    back[#back + 1] = ids[i]
+                end
+                redis.call("RPUSH", pending, unpack(back))
+                return redis.error_reply(pushed.err)
+            end
         else
             ids = {}
         end

@@ -458,6 +458,52 @@ static void test_dequeue_batch_equals_rpoplpush_fallback(void **state)
     roles_free(&legacy);
 }
 
+/* A dequeue that fails on an active list of the wrong type leaves every
+ * task ID in pending, in the same order, as RPOPLPUSH does. */
+static void check_wrong_type_active(struct broker_fixture *fx,
+                                    struct casynq__conn *conn,
+                                    const char *queue)
+{
+    const char *const queues[] = {queue};
+    const char *pending = keyf("asynq:{%s}:pending", queue);
+    struct test_task tasks[3];
+    struct casynq__cmd cmd;
+    redisReply *rep = NULL;
+
+    for (int i = 0; i < 3; i++) {
+        test_task_init(&tasks[i], queue, "job", "payload", NULL);
+        broker_enqueue_task(fx, &tasks[i]);
+    }
+    freeReplyObject(
+            redis_run(fx->redis, "SET asynq:{%s}:active not-a-list", queue));
+    casynq__broker_dequeue(&cmd, queues, 1,
+                           casynq__now_unix_s() + CASYNQ__LEASE_S, 5);
+    assert_int_equal(casynq__conn_exec(conn, &cmd, &rep), 0);
+    casynq__cmd_free(&cmd);
+    assert_int_equal(rep->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(rep->str, "WRONGTYPE"));
+    freeReplyObject(rep);
+    /* LPUSH put the newest task at the head. */
+    assert_list(fx->redis, pending,
+                (const char *const[]){tasks[2].id, tasks[1].id, tasks[0].id},
+                3);
+    for (int i = 0; i < 3; i++) {
+        test_task_free(&tasks[i]);
+    }
+}
+
+static void test_dequeue_wrong_type_active_keeps_pending(void **state)
+{
+    struct broker_fixture *fx = *state;
+    struct casynq__conn conn;
+
+    check_wrong_type_active(fx, &fx->conn, "batched");
+    create_legacy_user(fx);
+    legacy_conn(fx, &conn);
+    check_wrong_type_active(fx, &conn, "fallback");
+    casynq__conn_finish(&conn);
+}
+
 #define BROKER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, broker_fixture_setup,                  \
                                     broker_fixture_teardown)
@@ -470,6 +516,7 @@ int main(void)
             BROKER_TEST(test_done_batch_without_zmscore_equals_done),
             BROKER_TEST(test_done_batch_of_unknown_ids_changes_nothing),
             BROKER_TEST(test_dequeue_batch_equals_rpoplpush_fallback),
+            BROKER_TEST(test_dequeue_wrong_type_active_keeps_pending),
     };
 
     broker_count_allocations();
