@@ -445,8 +445,9 @@ static void decide_success(struct casynq_server *srv, struct casynq__job *job)
         casynq__proc_send_write(srv, &cmd, msg->id, msg->queue, "result write");
     }
     if (msg->retention <= 0) {
-        /* Sent with the other tasks done in this pass, in one script call
-         * per queue (flush_done_batch). */
+        /* Sent with the other queued done writes, in one script call per
+         * queue, just before the next dequeue or at once when no fetch
+         * follows (flush_done_batch). */
         job->done_queued = true;
         job->qnext = srv->done_batch;
         srv->done_batch = job;
