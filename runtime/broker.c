@@ -472,6 +472,17 @@ void casynq__broker_write_server_state(
     }
 }
 
+void casynq__broker_wait_pending(struct casynq__cmd *cmd, const char *queue,
+                                 double timeout_s)
+{
+    casynq__cmd_init(cmd, "BLMOVE");
+    casynq__cmd_keyf(cmd, "asynq:{%s}:pending", queue);
+    casynq__cmd_keyf(cmd, "asynq:{%s}:pending", queue);
+    casynq__cmd_arg_str(cmd, "RIGHT");
+    casynq__cmd_arg_str(cmd, "RIGHT");
+    casynq__cmd_argf(cmd, "%.3f", timeout_s);
+}
+
 void casynq__broker_servers_zrem(struct casynq__cmd *cmd,
                                  const struct casynq__server_ident *who)
 {

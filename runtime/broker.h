@@ -217,6 +217,13 @@ void casynq__broker_write_server_state(
         const char *const *worker_ids, const char *const *worker_infos,
         const size_t *worker_lens, int nworkers, int ttl_s);
 
+/* Blocks until the pending list of queue has a task, for at most
+ * timeout_s seconds (BLMOVE from the list's right end to its right end,
+ * which leaves the list as it was). The reply is the ID at the right end,
+ * or nil on timeout. Needs Redis 6.2 or later. */
+void casynq__broker_wait_pending(struct casynq__cmd *cmd, const char *queue,
+                                 double timeout_s);
+
 /* ZREM the server from asynq:servers / asynq:workers. */
 void casynq__broker_servers_zrem(struct casynq__cmd *cmd,
                                  const struct casynq__server_ident *who);

@@ -12,6 +12,12 @@
  * finished tasks travel with the next dequeue, so each round trip serves
  * many tasks.
  *
+ * After a fetch finds the queues empty, the server polls again after a
+ * wait that starts at 1 ms and doubles up to the task check interval. In
+ * the meantime a third connection blocks in BLMOVE on the pending list of
+ * the highest-weight queue (arm_wake), so a task enqueued there starts at
+ * once.
+ *
  * Outcomes are decided here, never on a worker thread: success, retry,
  * archive, revoke, or nothing at all when the local lease expired (the
  * recoverer then owns the task). A deadline, a cancel request or a lost
@@ -630,6 +636,7 @@ static void start_job(struct casynq_server *srv, int queue_index,
 }
 
 static void flush_done_batch(struct casynq_server *srv);
+static void arm_wake(struct casynq_server *srv, double wait_s);
 
 static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
                        struct casynq__cmd *cmd, void *ud)
@@ -639,9 +646,12 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
     char err[CASYNQ__ERRBUF_SIZE];
     int n;
 
+    bool woken = srv->fetch_woken;
+
     (void)conn;
     (void)cmd;
     srv->fetching = false;
+    srv->fetch_woken = false;
     if (r != NULL) {
         int64_t rtt = casynq__mono_ns() - srv->fetch_sent_ns;
 
@@ -665,6 +675,7 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         }
         ev_timer_set(&srv->fetch_timer, FETCH_ERROR_RETRY_S, 0.0);
         ev_timer_start(srv->loop, &srv->fetch_timer);
+        srv->idle_timer = false;
         flush_done_batch(srv);
         return;
     }
@@ -710,11 +721,91 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         }
         ev_timer_set(&srv->fetch_timer, wait, 0.0);
         ev_timer_start(srv->loop, &srv->fetch_timer);
+        srv->idle_timer = true;
+        /* After a wake that found nothing (another server took the task,
+         * or the queue is paused), the next wait is the timer's alone, so
+         * a paused queue with pending tasks cannot wake us in a loop. */
+        if (!woken) {
+            arm_wake(srv, wait);
+        }
         flush_done_batch(srv);
         return;
     }
     srv->idle_wait_ms = CASYNQ__IDLE_WAIT_MIN_MS;
     casynq__proc_try_fetch(srv);
+}
+
+/* Shortest wait arm_wake() requests from Redis, in seconds (0 would block
+ * forever). The longest is half the command timeout, so that the
+ * connection's watchdog never mistakes a wait for a dead connection. */
+#define WAKE_MIN_S 0.01
+
+static void on_wake(struct casynq__aconn *conn, redisReply *r,
+                    struct casynq__cmd *cmd, void *ud)
+{
+    struct casynq_server *srv = ud;
+    bool idle = srv->idle_timer && ev_is_active(&srv->fetch_timer);
+
+    (void)conn;
+    (void)cmd;
+    srv->wake_waiting = false;
+    if (r == NULL) {
+        /* The connection dropped or closed; the timer still polls. */
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        srv->wake_off = true;
+        CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
+                   "redis rejected BLMOVE (%s); an idle server now picks up "
+                   "new tasks at its next poll, within the task check "
+                   "interval (BLMOVE needs Redis 6.2 or later)",
+                   r->str);
+        return;
+    }
+    if (!idle) {
+        return;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        /* The wait ended before the timer; wait again for the rest. */
+        arm_wake(srv, ev_timer_remaining(srv->loop, &srv->fetch_timer));
+        return;
+    }
+    ev_timer_stop(srv->loop, &srv->fetch_timer);
+    srv->idle_timer = false;
+    srv->fetch_woken = true;
+    casynq__proc_try_fetch(srv);
+    if (!srv->fetching) {
+        srv->fetch_woken = false;
+    }
+}
+
+/* While the server is idle, blocks on the pending list of its
+ * highest-weight queue for up to wait_s, so that a task enqueued there
+ * starts at once instead of at the next poll. BLMOVE from the list's
+ * right end to its right end changes nothing in Redis. Other queues are
+ * still found by the poll. */
+static void arm_wake(struct casynq_server *srv, double wait_s)
+{
+    double max_s = (double)srv->cfg.redis.command_timeout_ms / 2000.0;
+    struct casynq__cmd cmd;
+
+    if (srv->wake_off || srv->wake_waiting || max_s < WAKE_MIN_S ||
+        !casynq__aconn_ready(&srv->wconn)) {
+        return;
+    }
+    if (wait_s > max_s) {
+        wait_s = max_s;
+    }
+    if (wait_s < WAKE_MIN_S) {
+        wait_s = WAKE_MIN_S;
+    }
+    casynq__broker_wait_pending(
+            &cmd, srv->fetch_queues_all[srv->strict_order[0]], wait_s);
+    if (casynq__aconn_send(&srv->wconn, &cmd, on_wake, srv) != 0) {
+        casynq__cmd_free(&cmd);
+        return;
+    }
+    srv->wake_waiting = true;
 }
 
 /* Returns whether a fetch should wait for more running tasks to finish

@@ -528,6 +528,7 @@ static void on_shutdown_timer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_stop(loop, &srv->fetch_timer);
     ev_timer_stop(loop, &srv->gather_timer);
     casynq__server_metrics_loop_stop(srv);
+    casynq__aconn_close(&srv->wconn);
     casynq__aconn_close(&srv->sconn);
     casynq__aconn_close(&srv->rconn);
     ev_async_stop(loop, &srv->wake);
@@ -602,6 +603,8 @@ static void *loop_main(void *arg)
                        "commands", on_cmd_connect, srv);
     casynq__aconn_init(&srv->sconn, srv->loop, &srv->cfg.redis, srv->lg,
                        "cancel channel", on_sub_connect, srv);
+    casynq__aconn_init(&srv->wconn, srv->loop, &srv->cfg.redis, srv->lg,
+                       "idle wake", NULL, NULL);
     ev_timer_init(&srv->fetch_timer, on_fetch_timer, 0.0, 0.0);
     srv->fetch_timer.data = srv;
     ev_timer_init(&srv->gather_timer, on_fetch_timer, 0.0, 0.0);

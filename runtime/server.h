@@ -95,6 +95,11 @@ struct casynq_server {
     ev_async wake;
     struct casynq__aconn rconn; /* commands */
     struct casynq__aconn sconn; /* cancel channel subscription */
+    struct casynq__aconn wconn; /* blocking wait while idle (wake) */
+    bool wake_waiting;          /* a wait is in flight on wconn */
+    bool wake_off;              /* Redis rejected the wait: poll only */
+    bool fetch_woken;           /* the fetch in flight follows a wake */
+    bool idle_timer;            /* fetch_timer is an idle wait */
     enum casynq__status status;
     int64_t start_unix_s;
     int busy;                       /* jobs handed to workers, not back */

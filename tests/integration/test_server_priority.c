@@ -452,6 +452,124 @@ static void test_long_tasks_fill_every_worker(void **state)
     assert_int_equal(hold_call_count(fx), WORKERS + 2);
 }
 
+/* Returns how many clients CLIENT LIST shows blocked in BLMOVE. */
+static int blocked_in_blmove(struct fixture *fx)
+{
+    redisReply *r = redis_run(fx->base.redis, "CLIENT LIST");
+    int n = 0;
+
+    for (const char *line = r->str; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        char buf[1024];
+
+        snprintf(buf, sizeof(buf), "%.*s", (int)len, line);
+        if (strstr(buf, " cmd=blmove") != NULL &&
+            strstr(buf, " flags=b") != NULL) {
+            n++;
+        }
+        line = end != NULL ? end + 1 : NULL;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+/* Returns the number of BLMOVE calls Redis has run. */
+static long long blmove_calls(struct fixture *fx)
+{
+    redisReply *r = redis_run(fx->base.redis, "INFO commandstats");
+    const char *at = strstr(r->str, "cmdstat_blmove:calls=");
+    long long calls =
+            at != NULL ? atoll(at + strlen("cmdstat_blmove:calls=")) : 0;
+
+    freeReplyObject(r);
+    return calls;
+}
+
+/* An idle server waits in BLMOVE on its queue's pending list, so that a
+ * task enqueued there starts without waiting for the next poll, and the
+ * wait comes back after the task. */
+static void test_idle_server_waits_on_pending(void **state)
+{
+    struct fixture *fx = *state;
+
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "wake", 1), 0);
+    assert_int_equal(
+            casynq_config_set_task_check_interval_ms(fx->base.cfg, 60000), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
+                     0);
+    start_server(fx);
+    WAIT_UNTIL(blocked_in_blmove(fx) == 1);
+
+    enqueue(fx, "prio:job", "wake", NULL);
+    WAIT_UNTIL(seen_count(fx) == 1);
+    WAIT_UNTIL(redis_llen(fx->base.redis, "asynq:{wake}:active") == 0);
+    WAIT_UNTIL(blocked_in_blmove(fx) == 1);
+}
+
+/* A paused queue with pending tasks ends every wait at once. The server
+ * must then fall back to its poll instead of waiting again in a loop,
+ * and the waits must leave the pending list as it was. */
+static void test_paused_queue_does_not_spin_the_wait(void **state)
+{
+    struct fixture *fx = *state;
+    char ids[3][CASYNQ__UUID_LEN + 1];
+    long long before;
+    long long after;
+
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "stuck", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
+                     0);
+    for (int i = 0; i < 3; i++) {
+        enqueue(fx, "prio:job", "stuck", ids[i]);
+    }
+    freeReplyObject(redis_run(fx->base.redis, "SET asynq:{stuck}:paused 1"));
+    start_server(fx);
+    WAIT_UNTIL(blmove_calls(fx) > 0);
+    before = blmove_calls(fx);
+    sleep_ms(1000);
+    after = blmove_calls(fx);
+
+    /* The poll runs every 50 ms here and each poll may add one wait, so
+     * a second allows about 20; a loop would run thousands. */
+    if (after - before > 200) {
+        fail_msg("%lld BLMOVE calls in one second on a paused queue",
+                 after - before);
+    }
+    assert_int_equal(seen_count(fx), 0);
+    assert_list(fx->base.redis, "asynq:{stuck}:pending",
+                (const char *const[]){ids[2], ids[1], ids[0]}, 3);
+}
+
+/* Without BLMOVE (Redis before 6.2, here an ACL user without it) the
+ * server logs it once and still finds tasks by polling. */
+static void test_server_without_blmove_still_polls(void **state)
+{
+    struct fixture *fx = *state;
+    struct casynq_redis_options *opts = NULL;
+
+    freeReplyObject(redis_run(fx->base.redis,
+                              "ACL SETUSER noblock reset on >noblock-pw ~* "
+                              "&* +@all -blmove"));
+    assert_int_equal(casynq_redis_options_create(&opts), 0);
+    assert_int_equal(casynq_redis_options_set_tcp(opts, "127.0.0.1",
+                                                  fx->base.server->port),
+                     0);
+    assert_int_equal(
+            casynq_redis_options_set_auth(opts, "noblock", "noblock-pw"), 0);
+    assert_int_equal(casynq_config_set_redis(fx->base.cfg, opts), 0);
+    casynq_redis_options_destroy(opts);
+    assert_int_equal(casynq_config_set_queue(fx->base.cfg, "poll", 1), 0);
+    assert_int_equal(casynq_mux_handle(fx->base.mux, "prio:", record_queue, fx),
+                     0);
+    start_server(fx);
+    sleep_ms(200);
+    enqueue(fx, "prio:job", "poll", NULL);
+    WAIT_UNTIL(seen_count(fx) == 1);
+    assert_int_equal(blocked_in_blmove(fx), 0);
+    freeReplyObject(redis_run(fx->base.redis, "ACL DELUSER noblock"));
+}
+
 #define SERVER_TEST(fn)                                                        \
     cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
@@ -464,6 +582,9 @@ int main(void)
             SERVER_TEST(test_paused_queue_tasks_stay_pending),
             SERVER_TEST(test_long_task_does_not_hold_back_short_ones),
             SERVER_TEST(test_long_tasks_fill_every_worker),
+            SERVER_TEST(test_idle_server_waits_on_pending),
+            SERVER_TEST(test_paused_queue_does_not_spin_the_wait),
+            SERVER_TEST(test_server_without_blmove_still_polls),
     };
 
     return cmocka_run_group_tests(tests, test_redis_group_setup,
