@@ -224,6 +224,23 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* Frees the context of conn at once; pending callbacks run with a NULL
+ * reply inside this call. redisAsyncDisconnect() instead waits for the
+ * replies of pending commands, so it cannot end a connection to a Redis
+ * that stopped answering, nor a blocking command that has not returned. */
+static void free_context(struct casynq__aconn *conn)
+{
+    redisAsyncContext *ac = conn->ac;
+
+    conn->ac = NULL;
+    conn->connected = false;
+    conn->loaded = 0;
+    /* With data cleared, on_disconnect() ignores this context. */
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    conn->pending = 0;
+}
+
 /* Drops a connection that stopped responding: a connect that never
  * completes, or commands that get no reply within the command timeout. */
 static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
@@ -243,18 +260,8 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents)
         now - conn->last_progress_ms > limit) {
         note_down(conn,
                   conn->connected ? "command timed out" : "connect timed out");
-        if (conn->connected) {
-            redisAsyncDisconnect(conn->ac);
-        } else {
-            redisAsyncContext *ac = conn->ac;
-
-            /* Freeing a context that never connected calls no disconnect
-             * callback we rely on, so forget it first. */
-            conn->ac = NULL;
-            ac->data = NULL;
-            redisAsyncFree(ac);
-            schedule_reconnect(conn);
-        }
+        free_context(conn);
+        schedule_reconnect(conn);
     }
 }
 
@@ -287,15 +294,13 @@ void casynq__aconn_close(struct casynq__aconn *conn)
     ev_timer_stop(conn->loop, &conn->reconnect_timer);
     ev_timer_stop(conn->loop, &conn->watchdog);
     if (conn->ac != NULL) {
-        redisAsyncContext *ac = conn->ac;
-
-        /* Pending callbacks run with NULL replies inside this call. */
-        if (conn->connected) {
-            redisAsyncDisconnect(ac);
+        /* A connection with nothing pending is closed after its unsent
+         * output; one with pending commands, such as a blocking wait, is
+         * freed at once and their callbacks get NULL. */
+        if (conn->connected && conn->pending == 0) {
+            redisAsyncDisconnect(conn->ac);
         } else {
-            conn->ac = NULL;
-            ac->data = NULL;
-            redisAsyncFree(ac);
+            free_context(conn);
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -49,6 +50,7 @@ struct fixture {
     _Atomic bool started;      /* the holding handler began */
     _Atomic bool release;      /* the test lets the holding handler end */
     _Atomic bool returned;     /* the holding handler returned */
+    _Atomic bool shut_down;    /* casynq_server_shutdown() returned */
 };
 
 static int fixture_setup(void **state)
@@ -605,6 +607,55 @@ static void test_server_stop_reports_stopped_and_takes_no_tasks(void **state)
     assert_key_missing(fx->base.redis, keys.server_key);
 }
 
+static void *shutdown_thread(void *arg)
+{
+    struct fixture *fx = arg;
+
+    casynq_server_shutdown(fx->base.srv);
+    atomic_store(&fx->shut_down, true);
+    return NULL;
+}
+
+/* Shutdown must return while Redis answers nothing (a stopped process),
+ * although the idle server has a BLMOVE in flight and its last writes
+ * get no reply: each connection is dropped after the command timeout. */
+static void test_shutdown_returns_while_redis_is_frozen(void **state)
+{
+    struct fixture *fx = *state;
+    struct casynq_redis_options *opts = NULL;
+    pthread_t thread;
+    long long end;
+    bool returned;
+
+    assert_int_equal(casynq_redis_options_create(&opts), 0);
+    assert_int_equal(casynq_redis_options_set_tcp(opts, "127.0.0.1",
+                                                  fx->base.server->port),
+                     0);
+    assert_int_equal(casynq_redis_options_set_timeouts(opts, 0, 500), 0);
+    assert_int_equal(casynq_config_set_redis(fx->base.cfg, opts), 0);
+    casynq_redis_options_destroy(opts);
+    start_server(fx);
+    WAIT_UNTIL(redis_zcard(fx->base.redis, "asynq:servers") == 1);
+    sleep_ms(200);
+
+    assert_int_equal(kill(fx->base.server->pid, SIGSTOP), 0);
+    assert_int_equal(pthread_create(&thread, NULL, shutdown_thread, fx), 0);
+    end = monotonic_ms() + WAIT_MS;
+    while (!atomic_load(&fx->shut_down) && monotonic_ms() < end) {
+        sleep_ms(POLL_MS);
+    }
+    returned = atomic_load(&fx->shut_down);
+    /* Wake Redis before any assert, so that the other tests can use it
+     * and a shutdown still blocked on it can finish. */
+    assert_int_equal(kill(fx->base.server->pid, SIGCONT), 0);
+    pthread_join(thread, NULL);
+    if (!returned) {
+        fail_msg("shutdown did not return within %d ms while redis was "
+                 "stopped",
+                 WAIT_MS);
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Configuration and connection checks
  */
@@ -759,6 +810,7 @@ int main(void)
             SERVER_TEST(test_heartbeat_writes_and_clears_server_state),
             SERVER_TEST(test_lease_extended_in_task_queue),
             SERVER_TEST(test_server_stop_reports_stopped_and_takes_no_tasks),
+            SERVER_TEST(test_shutdown_returns_while_redis_is_frozen),
             SERVER_TEST(test_config_bad_queue_weight_rejected),
             SERVER_TEST(test_config_empty_queue_name_rejected),
             SERVER_TEST(test_config_zero_concurrency_rejected),
