@@ -475,12 +475,16 @@ void casynq__broker_write_server_state(
 void casynq__broker_wait_pending(struct casynq__cmd *cmd, const char *queue,
                                  double timeout_s)
 {
+    /* Whole milliseconds, formatted without %f, whose decimal point
+     * follows the process's locale. */
+    long long ms = (long long)(timeout_s * 1000.0 + 0.5);
+
     casynq__cmd_init(cmd, "BLMOVE");
     casynq__cmd_keyf(cmd, "asynq:{%s}:pending", queue);
     casynq__cmd_keyf(cmd, "asynq:{%s}:pending", queue);
     casynq__cmd_arg_str(cmd, "RIGHT");
     casynq__cmd_arg_str(cmd, "RIGHT");
-    casynq__cmd_argf(cmd, "%.3f", timeout_s);
+    casynq__cmd_argf(cmd, "%lld.%03lld", ms / 1000, ms % 1000);
 }
 
 void casynq__broker_servers_zrem(struct casynq__cmd *cmd,

@@ -736,9 +736,20 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
 }
 
 /* Shortest wait arm_wake() requests from Redis, in seconds (0 would block
- * forever). The longest is half the command timeout, so that the
+ * forever). The longest is half of the command timeout less WAKE_LATE_S,
+ * the time Redis may take past a wait's end to answer it, so that the
  * connection's watchdog never mistakes a wait for a dead connection. */
-#define WAKE_MIN_S 0.01
+#define WAKE_MIN_S  0.01
+#define WAKE_LATE_S 0.25
+
+/* Returns whether a wait's error reply means this Redis never runs BLMOVE
+ * for us: an unknown command (before 6.2) or an ACL denial. Errors such as
+ * OOM, MISCONF or READONLY pass, and the next idle poll tries again. */
+static bool wake_rejected_for_good(const char *err)
+{
+    return strncmp(err, "ERR unknown command", 19) == 0 ||
+           strncmp(err, "NOPERM", 6) == 0;
+}
 
 static void on_wake(struct casynq__aconn *conn, redisReply *r,
                     struct casynq__cmd *cmd, void *ud)
@@ -753,13 +764,26 @@ static void on_wake(struct casynq__aconn *conn, redisReply *r,
         /* The connection dropped or closed; the timer still polls. */
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR) {
+    if (r->type == REDIS_REPLY_ERROR && wake_rejected_for_good(r->str)) {
         srv->wake_off = true;
         CASYNQ_LOG(srv->lg, CASYNQ_LOG_INFO,
                    "redis rejected BLMOVE (%s); an idle server now picks up "
                    "new tasks at its next poll, within the task check "
-                   "interval (BLMOVE needs Redis 6.2 or later)",
+                   "interval (BLMOVE needs Redis 6.2 or later and the ACL "
+                   "permission to run it)",
                    r->str);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        int64_t now = casynq__mono_ms();
+
+        if (now - srv->last_wake_error_log_ms >= ERROR_LOG_PERIOD_MS) {
+            CASYNQ_LOG(srv->lg, CASYNQ_LOG_WARN,
+                       "waiting for new tasks with BLMOVE failed: %s; the "
+                       "idle poll goes on and tries the wait again",
+                       r->str);
+            srv->last_wake_error_log_ms = now;
+        }
         return;
     }
     if (!idle) {
@@ -782,11 +806,14 @@ static void on_wake(struct casynq__aconn *conn, redisReply *r,
 /* While the server is idle, blocks on the pending list of its
  * highest-weight queue for up to wait_s, so that a task enqueued there
  * starts at once instead of at the next poll. BLMOVE from the list's
- * right end to its right end changes nothing in Redis. Other queues are
- * still found by the poll. */
+ * right end to its right end leaves the list as it was, although Redis
+ * counts it as a write (replicated and appended to the AOF) when the list
+ * has a task. Other queues are still found by the poll. */
 static void arm_wake(struct casynq_server *srv, double wait_s)
 {
-    double max_s = (double)srv->cfg.redis.command_timeout_ms / 2000.0;
+    double max_s =
+            ((double)srv->cfg.redis.command_timeout_ms / 1000.0 - WAKE_LATE_S) /
+            2.0;
     struct casynq__cmd cmd;
 
     if (srv->wake_off || srv->wake_waiting || max_s < WAKE_MIN_S ||

@@ -261,6 +261,16 @@ static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 
     (void)loop;
     (void)revents;
+    /* The idle-wait connection sits unused while the server is busy; a
+     * PING keeps a Redis with a client `timeout` from closing it. */
+    if (!srv->wake_waiting && casynq__aconn_ready(&srv->wconn)) {
+        struct casynq__cmd ping;
+
+        casynq__cmd_init(&ping, "PING");
+        if (casynq__aconn_send(&srv->wconn, &ping, NULL, NULL) != 0) {
+            casynq__cmd_free(&ping);
+        }
+    }
     if (!casynq__aconn_ready(&srv->rconn)) {
         casynq__proc_extend_leases(srv);
         return;

@@ -100,6 +100,7 @@ struct casynq_server {
     bool wake_off;              /* Redis rejected the wait: poll only */
     bool fetch_woken;           /* the fetch in flight follows a wake */
     bool idle_timer;            /* fetch_timer is an idle wait */
+    int64_t last_wake_error_log_ms; /* mono */
     enum casynq__status status;
     int64_t start_unix_s;
     int busy;                       /* jobs handed to workers, not back */
