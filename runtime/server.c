@@ -1,8 +1,8 @@
 /* DESIGN: the server: threads, timers and lifecycle.
  *
  * Threads: the caller's setup thread (create, start, shutdown, destroy),
- * one loop thread that owns the libev loop, both Redis connections and
- * every timer, and cfg.concurrency worker threads that run handlers.
+ * one loop thread that owns the libev loop, the three Redis connections
+ * and every timer, and cfg.concurrency worker threads that run handlers.
  * Workers take jobs from the run queue and put them on the done queue,
  * both under srv->mu, then wake the loop with ev_async_send. API calls from
  * other threads (stop, shutdown) set an atomic flag and wake the loop the
@@ -15,7 +15,8 @@
  * (recoverer.go), janitor every janitor interval (janitor.go), the
  * optional health check and, with a metrics address, the refresh of the
  * queue statistics (server_metrics.c). The cancel channel has its own
- * connection, because a subscribed Redis connection accepts no other commands.
+ * connection, because a subscribed Redis connection accepts no other
+ * commands, and so has the blocking wait of an idle server (wconn).
  *
  * Shutdown (server.go, Shutdown): status "closed", no more fetching, wait
  * up to the shutdown timeout for running handlers, put the tasks of those
