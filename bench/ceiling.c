@@ -317,7 +317,7 @@ static int check_reply(const redisReply *r, int call,
         ok = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     } else if (call == CALL_DEQUEUE) {
         /* The reply has four fields per task, the second being the task
-         * ID; only the IDs are checked. */
+         * ID. Only the IDs are checked. */
         ok = r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)(4 * n);
         for (long i = 0; ok && i < n; i++) {
             const redisReply *id = r->element[4 * i + 1];

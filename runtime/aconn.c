@@ -224,10 +224,10 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-/* Frees the context of conn at once; pending callbacks run with a NULL
- * reply inside this call. redisAsyncDisconnect() instead waits for the
- * replies of pending commands, so it cannot end a connection to a Redis
- * that stopped answering, nor a blocking command that has not returned. */
+/* Frees the context of conn at once, and pending callbacks run with a
+ * NULL reply inside this call. redisAsyncDisconnect() instead waits for
+ * the replies of pending commands. So it cannot end a connection to a
+ * Redis that stopped responding, nor a blocking command still waiting. */
 static void free_context(struct casynq__aconn *conn)
 {
     redisAsyncContext *ac = conn->ac;
@@ -295,8 +295,8 @@ void casynq__aconn_close(struct casynq__aconn *conn)
     ev_timer_stop(conn->loop, &conn->watchdog);
     if (conn->ac != NULL) {
         /* A connection with nothing pending is closed after its unsent
-         * output; one with pending commands, such as a blocking wait, is
-         * freed at once and their callbacks get NULL. */
+         * output. One with pending commands, such as a blocking wait, is
+         * freed at once, and their callbacks get NULL. */
         if (conn->connected && conn->pending == 0) {
             redisAsyncDisconnect(conn->ac);
         } else {

@@ -60,9 +60,9 @@ int casynq__aconn_init(struct casynq__aconn *conn, struct ev_loop *loop,
                        const struct casynq__logger *lg, const char *name,
                        casynq__aconn_event_fn on_connect, void *ud);
 
-/* Closes the connection and stops its timers. With no command pending it
- * sends what is still buffered first; otherwise it closes at once, and
- * the callbacks of pending commands get NULL inside this call. */
+/* Closes the connection and stops its timers. With no command pending, it
+ * sends what is still buffered first. Otherwise it closes at once, and the
+ * callbacks of pending commands get NULL inside this call. */
 void casynq__aconn_close(struct casynq__aconn *conn);
 
 /* Returns true when commands can be sent now. */

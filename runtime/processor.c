@@ -638,27 +638,29 @@ static void start_job(struct casynq_server *srv, int queue_index,
 static void flush_done_batch(struct casynq_server *srv);
 static void arm_wake(struct casynq_server *srv, double wait_s);
 
+/* Moves the moving average *avg an eighth of the way to sample; the first
+ * sample sets it. */
+static void update_average(int64_t *avg, int64_t sample)
+{
+    *avg = *avg == 0 ? sample : *avg + (sample - *avg) / 8;
+}
+
 static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
                        struct casynq__cmd *cmd, void *ud)
 {
     struct casynq_server *srv = ud;
     struct casynq__dequeued got[64];
     char err[CASYNQ__ERRBUF_SIZE];
-    int n;
-
     bool woken = srv->fetch_woken;
+    int n;
 
     (void)conn;
     (void)cmd;
     srv->fetching = false;
     srv->fetch_woken = false;
     if (r != NULL) {
-        int64_t rtt = casynq__mono_ns() - srv->fetch_sent_ns;
-
-        srv->rtt_avg_ns =
-                srv->rtt_avg_ns == 0
-                        ? rtt
-                        : srv->rtt_avg_ns + (rtt - srv->rtt_avg_ns) / 8;
+        update_average(&srv->rtt_avg_ns,
+                       casynq__mono_ns() - srv->fetch_sent_ns);
     }
     n = r != NULL ? casynq__broker_parse_dequeue(r, got, 64, err)
                   : casynq__fail(err, CASYNQ_ECONNECT, "redis connection lost");
@@ -723,8 +725,8 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
         ev_timer_start(srv->loop, &srv->fetch_timer);
         srv->idle_timer = true;
         /* After a wake that found nothing (another server took the task,
-         * or the queue is paused), the next wait is the timer's alone, so
-         * a paused queue with pending tasks cannot wake us in a loop. */
+         * or the queue is paused), the next wait is the timer's alone. So a
+         * paused queue with pending tasks cannot wake the server in a loop. */
         if (!woken) {
             arm_wake(srv, wait);
         }
@@ -735,10 +737,11 @@ static void on_dequeue(struct casynq__aconn *conn, redisReply *r,
     casynq__proc_try_fetch(srv);
 }
 
-/* Shortest wait arm_wake() requests from Redis, in seconds (0 would block
- * forever). The longest is half of the command timeout less WAKE_LATE_S,
- * the time Redis may take past a wait's end to answer it, so that the
- * connection's watchdog never mistakes a wait for a dead connection. */
+/* Shortest wait arm_wake() requests from Redis, in seconds, because 0
+ * would block forever. The longest is half of the command timeout less
+ * WAKE_LATE_S, an estimate of how late Redis may reply to a wait that
+ * timed out. So the connection's watchdog never mistakes a wait for a
+ * dead connection. */
 #define WAKE_MIN_S  0.01
 #define WAKE_LATE_S 0.25
 
@@ -761,7 +764,7 @@ static void on_wake(struct casynq__aconn *conn, redisReply *r,
     (void)cmd;
     srv->wake_waiting = false;
     if (r == NULL) {
-        /* The connection dropped or closed; the timer still polls. */
+        /* The connection dropped or closed, and the timer still polls. */
         return;
     }
     if (r->type == REDIS_REPLY_ERROR && wake_rejected_for_good(r->str)) {
@@ -878,8 +881,8 @@ void casynq__proc_try_fetch(struct casynq_server *srv)
     int free_slots = srv->cfg.concurrency - srv->busy;
 
     /* Done writes wait for the next fetch, so that both reach Redis in one
-     * write: while a dequeue is in flight they go with the next one, sent
-     * from its reply. */
+     * write. While a dequeue is in flight, they go with the next one, which
+     * its reply sends. */
     if (srv->fetching) {
         return;
     }
@@ -983,7 +986,7 @@ void casynq__proc_drain_done(struct casynq_server *srv)
 
         list = job->qnext;
         srv->busy--;
-        srv->run_avg_ns += (job->run_ns - srv->run_avg_ns) / 8;
+        update_average(&srv->run_avg_ns, job->run_ns);
         casynq__metrics_set_busy(srv->metrics, srv->busy);
         casynq__metrics_observe_duration(srv->metrics, job->type_slot,
                                          job->run_ns);

@@ -262,9 +262,10 @@ static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 
     (void)loop;
     (void)revents;
-    /* The idle-wait connection sits unused while the server is busy; a
-     * PING keeps a Redis with a client `timeout` from closing it. */
-    if (!srv->wake_waiting && casynq__aconn_ready(&srv->wconn)) {
+    /* The idle-wait connection is unused while the server is busy. A PING
+     * keeps a Redis with a client `timeout` from closing it. */
+    if (!srv->wake_off && !srv->wake_waiting &&
+        casynq__aconn_ready(&srv->wconn)) {
         struct casynq__cmd ping;
 
         casynq__cmd_init(&ping, "PING");

@@ -77,7 +77,7 @@ for queue = 1, queue_count do
         elseif ids then
             local pushed = redis.pcall("LPUSH", active, unpack(ids))
             if type(pushed) == "table" and pushed.err then
-                -- An active key of the wrong type. RPOPLPUSH would fail
+                -- The active key has the wrong type. RPOPLPUSH would fail
                 -- before taking anything, so the IDs go back to the right
                 -- end of pending in their old order before the error.
                 local back = {}

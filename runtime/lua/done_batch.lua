@@ -38,8 +38,8 @@ for i = 1, n do
     end
 end
 
--- ZMSCORE returns the lease of each, or nil. Redis before 6.2 lacks it; the
--- pcall then falls back to one ZREM per task.
+-- ZMSCORE returns the lease of each, or nil. Redis before 6.2 lacks it, so
+-- the pcall then falls back to one ZREM per task.
 local leased = {}
 if #in_active > 0 then
     local members = {}
@@ -67,8 +67,8 @@ if #in_active > 0 then
     end
 end
 
--- One EXISTS counts the task hashes. When all exist, one DEL removes them;
--- otherwise each is deleted on its own to learn which one was missing.
+-- One EXISTS counts the task hashes. When all exist, one DEL removes them.
+-- Otherwise each is deleted on its own to learn which one was missing.
 local found = {}
 if #leased > 0 then
     local keys = {}

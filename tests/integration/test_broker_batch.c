@@ -98,7 +98,7 @@ static void snapshot(struct broker_fixture *fx, const char *queue,
         freeReplyObject(rep);
     }
     /* Members of equal score come back in byte order, which differs
-     * between two sets of random IDs; so each role is looked up. */
+     * between two sets of random IDs. So each role is looked up. */
     rep = redis_run(fx->redis, "ZCARD asynq:{%s}:lease", queue);
     put(out, "lease: %lld members:", rep->integer);
     freeReplyObject(rep);
@@ -115,7 +115,7 @@ static void snapshot(struct broker_fixture *fx, const char *queue,
     for (int i = 0; i < r->n; i++) {
         /* Field order in a hash is not fixed, so the fields are read one
          * by one. msg differs only by the ID inside it and pending_since
-         * by the enqueue time; their presence is what a script changes. */
+         * by the enqueue time. Their presence is what a script changes. */
         rep = redis_run(fx->redis,
                         "HMGET asynq:{%s}:t:%s state msg pending_since", queue,
                         r->ids[i]);
@@ -196,7 +196,7 @@ enum {
     DONE_NO_LEASE, /* active, its lease gone: only LREM applies */
     DONE_NO_HASH,  /* active with a lease, its hash gone: LREM and ZREM */
     DONE_UNIQUE,   /* done, and its uniqueness lock is released */
-    DONE_FOREIGN,  /* done; its lock belongs to another task and stays */
+    DONE_FOREIGN,  /* done, but its lock belongs to another task */
     DONE_LAST,     /* done after the failures before it */
     DONE_PENDING,  /* still pending: not found, nothing changes */
     DONE_ROLES
@@ -443,7 +443,7 @@ static void test_dequeue_batch_equals_rpoplpush_fallback(void **state)
     assert_string_equal(got, want);
 
     /* The first call took high's four entries, among them the bare ID
-     * without a msg, and low's first task; the second took low's last. */
+     * without a msg, and low's first task. The second took low's last. */
     assert_non_null(strstr(got, "reply: q1:1:msg:since q1:2:msg:since "
                                 "q1:3:nil:nil q1:4:msg:since "
                                 "q2:5:msg:since\n"));

@@ -616,21 +616,18 @@ static void *shutdown_thread(void *arg)
     return NULL;
 }
 
-/* Shutdown must return while Redis answers nothing (a stopped process),
- * although the idle server has a BLMOVE in flight and its last writes
- * get no reply: each connection is dropped after the command timeout. */
+/* Shutdown must return while Redis sends no replies (a stopped process),
+ * although the idle server has a BLMOVE in flight and its last writes get
+ * no reply. Each connection is dropped after the command timeout. */
 static void test_shutdown_returns_while_redis_is_frozen(void **state)
 {
     struct fixture *fx = *state;
-    struct casynq_redis_options *opts = NULL;
+    struct casynq_redis_options *opts =
+            broker_tcp_options(fx->base.server->port);
     pthread_t thread;
     long long end;
     bool returned;
 
-    assert_int_equal(casynq_redis_options_create(&opts), 0);
-    assert_int_equal(casynq_redis_options_set_tcp(opts, "127.0.0.1",
-                                                  fx->base.server->port),
-                     0);
     assert_int_equal(casynq_redis_options_set_timeouts(opts, 0, 500), 0);
     assert_int_equal(casynq_config_set_redis(fx->base.cfg, opts), 0);
     casynq_redis_options_destroy(opts);

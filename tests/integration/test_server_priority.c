@@ -488,9 +488,9 @@ static long long blmove_calls(struct fixture *fx)
 
 /* An idle server waits in BLMOVE on its queue's pending list, runs a task
  * enqueued there, and waits again afterwards.
- * NOTE: the poll would find the task too, within the bounded wait, so the
- * pickup itself does not prove that the wake started it; the BLMOVE
- * checks do. The latency benchmark shows the effect. */
+ * NOTE: the poll would find the task too within the bounded wait, so the
+ * pickup alone does not prove that the wake started it. The BLMOVE checks
+ * do, and the latency benchmark shows the effect. */
 static void test_idle_server_waits_on_pending(void **state)
 {
     struct fixture *fx = *state;
@@ -548,15 +548,12 @@ static void test_paused_queue_does_not_spin_the_wait(void **state)
 static void test_server_without_blmove_still_polls(void **state)
 {
     struct fixture *fx = *state;
-    struct casynq_redis_options *opts = NULL;
+    struct casynq_redis_options *opts =
+            broker_tcp_options(fx->base.server->port);
 
     freeReplyObject(redis_run(fx->base.redis,
                               "ACL SETUSER noblock reset on >noblock-pw ~* "
                               "&* +@all -blmove"));
-    assert_int_equal(casynq_redis_options_create(&opts), 0);
-    assert_int_equal(casynq_redis_options_set_tcp(opts, "127.0.0.1",
-                                                  fx->base.server->port),
-                     0);
     assert_int_equal(
             casynq_redis_options_set_auth(opts, "noblock", "noblock-pw"), 0);
     assert_int_equal(casynq_config_set_redis(fx->base.cfg, opts), 0);
